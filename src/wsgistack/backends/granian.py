@@ -1,0 +1,45 @@
+"""granian: Rust HTTP I/O, the WSGI app on blocking threads. The embedded default.
+
+One granian per service on its own port. The entry splits the prefix itself: granian's
+`--url-path-prefix` (2.8) answers a path outside the prefix as if it were the prefix's root
+instead of 404. granian has no body limit of its own: the entry enforces it.
+"""
+
+from __future__ import annotations
+
+from wsgistack.backends.base import Proc, Requirement, entry_files, log_path, python_module
+from wsgistack.plan import Plan, ServicePlan
+
+ID = "granian"
+FRONT_END = False
+DESCRIPTION = "granian per service, each on its own port (the embedded default)"
+
+
+def render(plan: Plan) -> dict[str, str]:
+    return entry_files(plan, mount=True)
+
+
+def argv(plan: Plan, svc: ServicePlan) -> tuple[str, ...]:
+    cfg = svc.config
+    return (
+        svc.python, "-m", "granian", "--interface", "wsgi",
+        "--host", plan.host, "--port", str(svc.port),
+        "--workers", str(cfg.processes), "--blocking-threads", str(cfg.threads),
+        "--no-ws", "--log-level", "warning",
+        "--working-dir", plan.path("entries"),
+        "--workers-kill-timeout", "10",
+        "--pid-file", plan.path("run", f"{svc.name}.pid"),
+        f"{svc.module}:application",
+    )
+
+
+def command(plan: Plan) -> list[Proc]:
+    return [
+        Proc(name=svc.name, argv=argv(plan, svc), log=log_path(plan, svc.name),
+             cwd=svc.working_dir, env=svc.env)
+        for svc in plan.services
+    ]
+
+
+def requirements(plan: Plan) -> list[Requirement]:
+    return [python_module(svc, "granian", "granian") for svc in plan.services]

@@ -1,0 +1,245 @@
+"""The `wsgistack` command. Each subcommand is a `(args) -> int` handler.
+
+User errors (the WsgistackError family) print as one line and exit 2; anything else is a
+bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from wsgistack import entry, manifest, plan, runtime
+from wsgistack.backends import BACKENDS
+from wsgistack.errors import WsgistackError
+
+EXIT_USER_ERROR = 2
+EXIT_NOT_UP = 3
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _load(args: argparse.Namespace) -> manifest.Manifest:
+    m = manifest.find(args.file, Path.cwd())
+    if getattr(args, "base_port", None):
+        m = dataclasses.replace(m, stack=dataclasses.replace(m.stack, base_port=args.base_port))
+    return m
+
+
+def _plan(args: argparse.Namespace, m: manifest.Manifest | None = None) -> plan.Plan:
+    m = m or _load(args)
+    backend = getattr(args, "backend", None) or m.stack.backend
+    return plan.build(m, backend)
+
+
+def table(rows: Sequence[Sequence[object]], header: Sequence[str]) -> str:
+    cells = [list(map(str, header))] + [list(map(str, r)) for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells
+    )
+
+
+def catalog_table(p: plan.Plan, running: list[runtime.Running]) -> str:
+    rows = []
+    for svc in p.services:
+        status, _why = runtime.http_status(svc.health_url)
+        health = "healthy" if status == svc.config.health_status else (
+            f"HTTP {status}" if status else "down")
+        rows.append((svc.name, svc.public_url, p.backend, runtime.pid_of(running, svc.name),
+                     health))
+    return table(rows, ("service", "url", "server", "pid", "health"))
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    p = _plan(args)
+    t0 = time.monotonic()
+    _say(f"starting stack '{p.name}' ({len(p.services)} services, backend {p.backend}) "
+         f"from {p.source}")
+    running = runtime.up(p, lambda m: _say(f"  {m}"))
+    _say(f"up in {time.monotonic() - t0:.2f}s; state in {p.state}")
+    print(catalog_table(p, running), flush=True)
+    if args.detach:
+        return 0
+    _say("running in the foreground; Ctrl-C stops the stack")
+    code = runtime.wait_foreground(running, lambda m: _say(f"  {m}"))
+    runtime.stop(running)
+    runtime.state_path(p.state).unlink(missing_ok=True)
+    _say("stopped")
+    return code
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    m = _load(args)
+    stopped = runtime.down(str(m.state_path))
+    if not stopped:
+        _say(f"stack '{m.stack.name}' is not up (no state in {m.state_path})")
+        return 0
+    _say(f"stopped {len(stopped)} process(es) of stack '{m.stack.name}'")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    m = _load(args)
+    state = runtime.load_state(str(m.state_path))
+    if state is None:
+        print(f"stack '{m.stack.name}' is not up")
+        return EXIT_NOT_UP
+    running = runtime.running_from(state)
+    services = state["services"]
+    assert isinstance(services, list)
+    rows, healthy = [], True
+    for svc in services:
+        pid = runtime.pid_of(running, svc["name"])
+        proc = next(r for r in running if svc["name"] in r.serves)
+        status, _why = runtime.http_status(svc["health_url"])
+        if not proc.alive():
+            health = f"crashed (pid {pid} gone; see wsgistack logs {proc.name})"
+        else:
+            health = "healthy" if status == svc["health_status"] else (
+                f"HTTP {status}" if status else "not answering")
+        healthy &= health == "healthy"
+        rows.append((svc["name"], svc["url"], state["backend"], pid, health))
+    print(table(rows, ("service", "url", "server", "pid", "health")))
+    return 0 if healthy else 1
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    m = _load(args)
+    log = Path(m.state_path, "logs", f"{args.name}.log")
+    if not log.exists():
+        known = sorted(p.stem for p in Path(m.state_path, "logs").glob("*.log"))
+        raise WsgistackError(
+            f"no log for '{args.name}' in {log.parent}"
+            + (f"; logs there: {', '.join(known)}" if known else "; has the stack been up?")
+        )
+    lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
+    print("\n".join(lines[-args.lines:]))
+    return 0
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    m = _load(args)
+    out = Path(args.output).absolute()
+    p = plan.build(m, args.backend or m.stack.backend, state=out)
+    files = runtime.render(p)
+    runtime.write_files(str(out), files)
+    for rel in sorted(files):
+        print(out / rel)
+    return 0
+
+
+def _pairs(items: Sequence[str], flag: str) -> dict[str, str]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise WsgistackError(f"{flag} {item!r}: expected KEY=VALUE")
+        out[key] = value
+    return out
+
+
+def cmd_entry(args: argparse.Namespace) -> int:
+    spec = entry.EntrySpec(
+        app=args.spec, name=args.name or Path(args.output).stem, env=_pairs(args.env, "--env"),
+        args=args.arg, python_path=args.python_path, mount=args.prefix.rstrip("/"),
+    )
+    text = entry.render(spec)
+    Path(args.output).write_text(text, encoding="utf-8")
+    _say(f"wrote {args.output}: import it for `application`, or run "
+         f"`python {args.output} --host 127.0.0.1 --port 8000`")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    m = _load(args)
+    names = {s.name for s in m.services}
+    if args.target in names:
+        svc = m.service(args.target)
+    else:
+        svc = manifest.ServiceConfig(name="app", app=args.target, prefix="")
+    svc = dataclasses.replace(
+        svc, port=args.port or svc.port,
+        prefix=svc.prefix if args.prefix is None else args.prefix.rstrip("/"),
+        args=tuple(args.app_args) or svc.args,
+    )
+    state = Path(m.state_path, "serve", svc.name)
+    single = dataclasses.replace(m, services=(svc,))
+    p = plan.build(single, args.backend or m.stack.backend, state=state)
+    running = runtime.up(p, lambda msg: _say(f"  {msg}"))
+    print(catalog_table(p, running), flush=True)
+    code = runtime.wait_foreground(running, lambda msg: _say(f"  {msg}"))
+    runtime.stop(running)
+    runtime.state_path(p.state).unlink(missing_ok=True)
+    return code
+
+
+def cmd_settings(_args: argparse.Namespace) -> int:
+    print(manifest.settings_reference())
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(
+        prog="wsgistack", description="Deploy Python API services as WSGI applications.")
+    top.add_argument("-f", "--file", help="manifest (default: ./wsgistack.toml, else the "
+                     "embedded example stack)")
+    sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, handler: Callable[[argparse.Namespace], int], text: str,
+            backend: bool = False) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=text, description=text)
+        p.set_defaults(handler=handler)
+        if backend:
+            p.add_argument("--backend", choices=sorted(BACKENDS),
+                           help="server backend (default: the manifest's [stack] backend)")
+        return p
+
+    p = add("up", cmd_up, "bring the stack up, health-checked, and print its catalog", True)
+    p.add_argument("-d", "--detach", action="store_true", help="leave it running and return")
+    p.add_argument("--base-port", type=int, help="override [stack] base_port")
+    add("down", cmd_down, "stop every process of the stack")
+    add("status", cmd_status, "show each service's process and health")
+    p = add("logs", cmd_logs, "show a service's (or server process's) log")
+    p.add_argument("name")
+    p.add_argument("-n", "--lines", type=int, default=50)
+    p = add("render", cmd_render, "write the files a server would use, start nothing", True)
+    p.add_argument("-o", "--output", required=True, help="directory to write into")
+    p = add("entry", cmd_entry, "write a server-agnostic WSGI entry file for an app spec")
+    p.add_argument("spec", help="pkg.mod:app, pkg.mod:factory(), paste:FILE#name, FILE.wsgi, "
+                   "ep:GROUP:NAME")
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--name", help="argv[0] the app sees (default: the file's stem)")
+    p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--arg", action="append", default=[], help="an argument for the app's argv")
+    p.add_argument("--python-path", action="append", default=[])
+    p.add_argument("--prefix", default="", help="mount the app under this prefix")
+    p = add("serve", cmd_serve, "serve one service or app spec in the foreground", True)
+    p.add_argument("target", help="a service of the manifest, or an app spec")
+    p.add_argument("--port", type=int, default=0)
+    p.add_argument("--prefix", default=None)
+    p.add_argument("app_args", nargs="*", help="after --: the app's own arguments")
+    add("settings", cmd_settings, "print the manifest settings reference (Markdown)")
+    return top
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        code: int = args.handler(args)
+    except WsgistackError as exc:
+        print(f"wsgistack: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+def main() -> int:
+    return run()

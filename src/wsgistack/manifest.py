@@ -1,0 +1,322 @@
+"""The manifest: `wsgistack.toml` loaded once into frozen, typed objects.
+
+Every setting is declared exactly once, as a dataclass field carrying its default and its
+description; validation, "did you mean" and the settings reference (docs/settings.md) are all
+derived from those declarations.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from wsgistack.errors import ManifestError, did_you_mean
+
+MANIFEST_NAME = "wsgistack.toml"
+EMBEDDED = "<embedded default>"
+_NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
+
+
+def setting(default: Any, doc: str, **rules: Any) -> Any:
+    """Declare a setting: its default, its one-sentence description, and optional rules
+    (``choices``, ``minimum``, ``required``)."""
+    meta = {"doc": doc, **rules}
+    if isinstance(default, dict):
+        return field(default_factory=lambda: types.MappingProxyType(dict(default)), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    """The `[stack]` table."""
+
+    name: str = setting("wsgistack", "Name of the stack, used in logs, state and unit names.")
+    backend: str = setting(
+        "granian",
+        "Server backend that runs every service (see `wsgistack render --help` for the list).",
+    )
+    host: str = setting("127.0.0.1", "Address every listener binds to.")
+    public_host: str = setting(
+        "", "Host name used in public URLs and the catalog (empty: the listen host)."
+    )
+    base_port: int = setting(
+        8780,
+        "First port: the front door with a front-end backend, else the first service's port; "
+        "services without a port get the next free numbers in manifest order.",
+        minimum=1,
+    )
+    state_dir: str = setting(
+        ".wsgistack", "Directory for rendered configs, pid files, logs and state (relative to "
+        "the manifest)."
+    )
+    start_timeout: float = setting(
+        60.0, "Seconds `up` waits for every service's health check to pass.", minimum=1
+    )
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """One `[services.NAME]` table."""
+
+    name: str = setting("", "The table's name; set by the loader.", internal=True)
+    app: str = setting(
+        "",
+        "App spec: `pkg.mod:app`, `pkg.mod:create_app()`, `paste:api-paste.ini#name`, a "
+        "`.wsgi`/`.py` script path, or an entry point `ep:group:name`.",
+        required=True,
+    )
+    prefix: str = setting(
+        "/{name}", "URL prefix the service is mounted on (SCRIPT_NAME); `/` for the root."
+    )
+    port: int = setting(0, "Port of the service's own listener (0: assigned from base_port).")
+    processes: int = setting(2, "Worker processes.", minimum=1)
+    threads: int = setting(1, "Threads per worker process.", minimum=1)
+    env: Mapping[str, str] = setting(
+        {}, "Environment variables set before the app is imported (servers do not inherit the "
+        "caller's environment; these are written into every server config)."
+    )
+    args: tuple[str, ...] = setting(
+        (), "The app's own `sys.argv[1:]` (the loader always gives the app a clean argv)."
+    )
+    working_dir: str = setting("", "Working directory of the app (empty: the manifest's).")
+    python_path: tuple[str, ...] = setting(
+        (), "Extra directories put on `sys.path` before the app is imported."
+    )
+    venv: str = setting(
+        "", "Virtualenv the service runs from (empty: the interpreter running wsgistack)."
+    )
+    health_path: str = setting("/", "Path under the prefix that the health check requests.")
+    health_status: int = setting(200, "HTTP status the health check expects.", minimum=100)
+    max_body: int = setting(
+        104857600, "Largest request body accepted, in bytes (0: no limit).", minimum=0
+    )
+    timeout: int = setting(60, "Seconds a request may take before the server gives up.", minimum=1)
+    upload: bool = setting(
+        False, "The service takes large or chunked uploads: front ends stream bodies to it."
+    )
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A loaded manifest: where it came from, the stack and its services in order."""
+
+    path: str
+    root: Path
+    stack: StackConfig
+    services: tuple[ServiceConfig, ...]
+
+    @property
+    def state_path(self) -> Path:
+        return (self.root / self.stack.state_dir).resolve()
+
+    def service(self, name: str) -> ServiceConfig:
+        for svc in self.services:
+            if svc.name == name:
+                return svc
+        raise ManifestError(
+            self.path, f"services.{name}",
+            "no such service" + did_you_mean(name, [s.name for s in self.services]),
+        )
+
+
+def settings_of(cls: type[Any]) -> list[dataclasses.Field[Any]]:
+    """The declared settings of a config class, in declaration order (internal ones left out)."""
+    return [f for f in dataclasses.fields(cls) if not f.metadata.get("internal")]
+
+
+def _hints(cls: type[Any]) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is tuple:
+        return "list of strings"
+    if origin is Mapping or origin is dict:
+        return "table of strings"
+    return {str: "string", int: "integer", float: "number", bool: "boolean"}[tp]
+
+
+def _coerce(value: Any, tp: Any, path: str, key: str) -> Any:
+    def wrong() -> ManifestError:
+        shown = f"'{value}'" if isinstance(value, str) else repr(value)
+        return ManifestError(
+            path, key, f"expected {type_name(tp)}, got {type(value).__name__} {shown}"
+        )
+
+    origin = typing.get_origin(tp)
+    if origin is tuple:
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise wrong()
+        return tuple(value)
+    if origin is Mapping:
+        if not isinstance(value, dict):
+            raise wrong()
+        out = {}
+        for k, v in value.items():
+            if isinstance(v, bool) or not isinstance(v, (str, int, float)):
+                raise ManifestError(path, f"{key}.{k}", f"expected a string, got {v!r}")
+            out[str(k)] = str(v)
+        return types.MappingProxyType(out)
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    # bool is an int subclass: `processes = true` must not pass as 1.
+    if isinstance(value, bool) != (tp is bool) or not isinstance(value, tp):
+        raise wrong()
+    return value
+
+
+def _build(cls: type[Any], table: Mapping[str, Any], path: str, where: str,
+           extra: Mapping[str, Any]) -> Any:
+    hints = _hints(cls)
+    declared = {f.name: f for f in settings_of(cls)}
+    kwargs: dict[str, Any] = dict(extra)
+    for key, value in table.items():
+        if key not in declared:
+            raise ManifestError(
+                path, f"{where}.{key}", "unknown key" + did_you_mean(key, declared)
+            )
+        fld = declared[key]
+        value = _coerce(value, hints[key], path, f"{where}.{key}")
+        if "choices" in fld.metadata and value not in fld.metadata["choices"]:
+            raise ManifestError(path, f"{where}.{key}", f"must be one of {fld.metadata['choices']}")
+        if "minimum" in fld.metadata and value < fld.metadata["minimum"]:
+            raise ManifestError(
+                path, f"{where}.{key}", f"must be at least {fld.metadata['minimum']}, got {value}"
+            )
+        kwargs[key] = value
+    for name, fld in declared.items():
+        if fld.metadata.get("required") and name not in table:
+            raise ManifestError(
+                path, f"{where}.{name}", f"missing required key: {fld.metadata['doc']}"
+            )
+    return cls(**kwargs)
+
+
+def _normalise_prefix(prefix: str, name: str, path: str) -> str:
+    prefix = prefix.replace("{name}", name)
+    if prefix in ("", "/"):
+        return ""
+    if not prefix.startswith("/") or prefix.endswith("/") or "//" in prefix or " " in prefix:
+        raise ManifestError(
+            path, f"services.{name}.prefix",
+            f"'{prefix}' must start with '/' and not end with '/' (e.g. '/identity')",
+        )
+    return prefix
+
+
+def parse(data: Mapping[str, Any], path: str, root: Path) -> Manifest:
+    """Turn a parsed TOML document into a :class:`Manifest`, or raise a :class:`ManifestError`."""
+    from wsgistack.backends import BACKENDS
+
+    for key in data:
+        if key not in ("stack", "services"):
+            raise ManifestError(
+                path, key, "unknown table" + did_you_mean(key, ["stack", "services"])
+            )
+    stack_table = data.get("stack", {})
+    if not isinstance(stack_table, dict):
+        raise ManifestError(path, "stack", "expected a table ([stack])")
+    stack: StackConfig = _build(StackConfig, stack_table, path, "stack", {})
+    if stack.backend not in BACKENDS:
+        raise ManifestError(
+            path, "stack.backend",
+            f"unknown backend '{stack.backend}'" + did_you_mean(stack.backend, BACKENDS)
+            + f" (known: {', '.join(BACKENDS)})",
+        )
+    if not _NAME_RE.match(stack.name):
+        raise ManifestError(path, "stack.name", f"'{stack.name}' must match {_NAME_RE.pattern}")
+    services_table = data.get("services", {})
+    if not isinstance(services_table, dict) or not services_table:
+        raise ManifestError(path, "services", "no services: add a [services.NAME] table")
+    services = []
+    for name, table in services_table.items():
+        if not _NAME_RE.match(name):
+            raise ManifestError(
+                path, f"services.{name}", f"service names must match {_NAME_RE.pattern}"
+            )
+        if not isinstance(table, dict):
+            raise ManifestError(path, f"services.{name}", "expected a table")
+        svc: ServiceConfig = _build(ServiceConfig, table, path, f"services.{name}", {"name": name})
+        svc = dataclasses.replace(svc, prefix=_normalise_prefix(svc.prefix, name, path))
+        services.append(svc)
+    _check_unique(services, path)
+    return Manifest(path=path, root=root, stack=stack, services=tuple(services))
+
+
+def _check_unique(services: list[ServiceConfig], path: str) -> None:
+    seen_prefix: dict[str, str] = {}
+    seen_port: dict[int, str] = {}
+    for svc in services:
+        if svc.prefix in seen_prefix:
+            raise ManifestError(
+                path, f"services.{svc.name}.prefix",
+                f"'{svc.prefix or '/'}' is already the prefix of service "
+                f"'{seen_prefix[svc.prefix]}'; give each service its own prefix",
+            )
+        seen_prefix[svc.prefix] = svc.name
+        if svc.port and svc.port in seen_port:
+            raise ManifestError(
+                path, f"services.{svc.name}.port",
+                f"{svc.port} is already the port of service '{seen_port[svc.port]}'",
+            )
+        seen_port[svc.port] = svc.name
+
+
+def load(path: Path) -> Manifest:
+    """Load a manifest file."""
+    shown = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ManifestError(shown, "-", "file not found; create it or pass -f PATH") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ManifestError(shown, "-", f"cannot read: {exc}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ManifestError(shown, "-", f"not valid TOML: {exc}") from None
+    return parse(data, shown, path.resolve().parent)
+
+
+def load_default(cwd: Path) -> Manifest:
+    """The embedded example stack; its state lives under the current directory."""
+    text = resources.files("wsgistack").joinpath("default.toml").read_text(encoding="utf-8")
+    return parse(tomllib.loads(text), EMBEDDED, cwd.resolve())
+
+
+def find(explicit: str | None, cwd: Path) -> Manifest:
+    """The manifest named with -f, else ./wsgistack.toml, else the embedded default."""
+    if explicit:
+        return load(Path(explicit))
+    here = cwd / MANIFEST_NAME
+    return load(here) if here.exists() else load_default(cwd)
+
+
+def settings_reference() -> str:
+    """The Markdown settings reference, generated from the declarations above."""
+    lines = ["# Manifest settings", "",
+             "Generated from `src/wsgistack/manifest.py` by `wsgistack settings`; do not edit.", ""]
+    for title, cls in (("[stack]", StackConfig), ("[services.NAME]", ServiceConfig)):
+        hints = _hints(cls)
+        lines += [f"## `{title}`", "", "| key | type | default | description |",
+                  "| --- | --- | --- | --- |"]
+        for fld in settings_of(cls):
+            if fld.metadata.get("required"):
+                default = "required"
+            elif fld.default_factory is not dataclasses.MISSING:
+                default = "`{}`"
+            else:
+                default = f"`{fld.default!r}`".replace("'", '"')
+            kind, doc = type_name(hints[fld.name]), fld.metadata["doc"]
+            lines.append(f"| `{fld.name}` | {kind} | {default} | {doc} |")
+        lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,363 @@
+"""Where files are written and processes run: start, health-wait, record, stop.
+
+Backends only describe (`render`, `command`); this module acts on their descriptions.
+Every process is started in its own session so that stopping it stops all its children,
+and is recorded with its start time so a recycled pid is never mistaken for ours.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from wsgistack.backends import get
+from wsgistack.backends.base import Proc, Requirement
+from wsgistack.errors import ServerError
+from wsgistack.plan import Plan, ServicePlan
+
+STATE_FILE = "state.json"
+STOP_GRACE = 15.0
+# Children we started, kept so they can be reaped; a detached stack outlives this process.
+_children: dict[int, subprocess.Popen[bytes]] = {}
+
+
+def write_files(root: str, files: dict[str, str]) -> None:
+    for rel, text in files.items():
+        path = Path(root, rel)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+
+
+def render(plan: Plan) -> dict[str, str]:
+    return get(plan.backend).render(plan)
+
+
+def missing(req: Requirement) -> bool:
+    if req.kind == "binary":
+        return shutil.which(req.name) is None
+    if req.kind == "file":
+        return not os.path.exists(req.name)
+    if not os.access(req.python, os.X_OK):
+        return True
+    probe = [req.python, "-c", f"import importlib.util,sys; "
+             f"sys.exit(importlib.util.find_spec({req.name!r}) is None)"]
+    return subprocess.run(probe, capture_output=True, check=False).returncode != 0
+
+
+def check_requirements(plan: Plan) -> None:
+    for req in get(plan.backend).requirements(plan):
+        if missing(req):
+            raise ServerError(
+                f"backend {plan.backend} needs {req.what}, which is not installed "
+                f"({req.name}); install it with: {req.fix}"
+            )
+
+
+def listeners(plan: Plan) -> list[tuple[int, str]]:
+    """Every TCP port the plan binds, with the setting that chose it."""
+    if plan.front_port:
+        return [(plan.front_port, "[stack] base_port")]
+    return [
+        (s.port, f"services.{s.name}.port" if s.config.port else "[stack] base_port")
+        for s in plan.services
+    ]
+
+
+def check_ports(plan: Plan) -> None:
+    for port, key in listeners(plan):
+        with socket.socket(socket.AF_INET6 if ":" in plan.host else socket.AF_INET) as sock:
+            # As the servers do: a port with connections in TIME_WAIT is free to listen on.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((plan.host, port))
+            except OSError as exc:
+                why = "is in use by another program" if exc.errno == errno.EADDRINUSE else str(exc)
+                raise ServerError(
+                    f"{plan.source}: port {port} on {plan.host} ({key}) {why}; stop that "
+                    f"program or choose another port with {key}"
+                ) from None
+
+
+# ---- process records -------------------------------------------------------------------
+
+def _proc_stat(pid: int) -> list[str]:
+    """Fields of /proc/PID/stat after the command name (state first), or [] when gone."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+            return fh.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return []
+
+
+def _start_time(pid: int) -> str:
+    fields = _proc_stat(pid)
+    return fields[19] if len(fields) > 19 else ""
+
+
+def _zombie(pid: int) -> bool:
+    return _proc_stat(pid)[:1] == ["Z"]
+
+
+@dataclass(frozen=True)
+class Running:
+    name: str
+    pid: int
+    started: str  # the kernel's start time of pid, to tell it from a recycled pid
+    log: str
+    serves: tuple[str, ...]
+
+    def alive(self) -> bool:
+        fields = _proc_stat(self.pid)
+        return (bool(self.started) and len(fields) > 19 and fields[19] == self.started
+                and fields[0] != "Z")
+
+
+def state_path(state_dir: str) -> Path:
+    return Path(state_dir, STATE_FILE)
+
+
+def save_state(plan: Plan, running: list[Running]) -> None:
+    doc = {
+        "stack": plan.name, "backend": plan.backend, "manifest": plan.source,
+        "procs": [{"name": r.name, "pid": r.pid, "started": r.started, "log": r.log,
+                   "serves": list(r.serves)} for r in running],
+        "services": [{"name": s.name, "url": s.public_url, "health_url": s.health_url,
+                      "health_status": s.config.health_status} for s in plan.services],
+    }
+    path = state_path(plan.state)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(doc, indent=1), encoding="utf-8")
+    tmp.replace(path)
+
+
+def load_state(state_dir: str) -> dict[str, object] | None:
+    try:
+        data: dict[str, object] = json.loads(state_path(state_dir).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise ServerError(f"{state_path(state_dir)}: unreadable state ({exc}); remove it") from None
+    return data
+
+
+def running_from(state: dict[str, object]) -> list[Running]:
+    procs = state.get("procs", [])
+    assert isinstance(procs, list)
+    return [Running(p["name"], p["pid"], p["started"], p["log"], tuple(p["serves"]))
+            for p in procs]
+
+
+# ---- start, wait, stop -----------------------------------------------------------------
+
+def start(proc: Proc) -> Running:
+    Path(proc.log).parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, **proc.env}
+    with open(proc.log, "ab") as log:
+        log.write(f"--- wsgistack: starting {' '.join(proc.argv)}\n".encode())
+        log.flush()
+        try:
+            child = subprocess.Popen(
+                proc.argv, cwd=proc.cwd, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        except OSError as exc:
+            raise ServerError(f"cannot start {proc.name}: {proc.argv[0]}: {exc.strerror}") \
+                from None
+    _children[child.pid] = child
+    return Running(proc.name, child.pid, _start_time(child.pid), proc.log,
+                   proc.serves or (proc.name,))
+
+
+def _reap(pid: int) -> None:
+    child = _children.get(pid)
+    if child is not None and child.poll() is not None:
+        del _children[pid]
+
+
+def stop(running: Iterable[Running], grace: float = STOP_GRACE) -> None:
+    """SIGTERM every process group, wait for them to go, SIGKILL what is left."""
+    targets = [r for r in running if r.alive()]
+    for r in targets:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(r.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while targets and time.monotonic() < deadline:
+        for r in targets:
+            _reap(r.pid)
+        targets = [r for r in targets if r.alive()]
+        if targets:
+            time.sleep(0.05)
+    for r in targets:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(r.pid, signal.SIGKILL)
+        _reap(r.pid)
+
+
+def http_status(url: str, timeout: float = 2.0) -> tuple[int, str]:
+    """(status, "") for a response, or (0, why) when nothing answered."""
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=timeout)
+    try:
+        conn.request("GET", parts.path or "/")
+        resp = conn.getresponse()
+        resp.read()
+        return resp.status, ""
+    except OSError as exc:
+        return 0, str(exc) or type(exc).__name__
+    finally:
+        conn.close()
+
+
+def log_tail(path: str, lines: int = 1) -> str:
+    try:
+        text = Path(path).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+    kept = [ln.strip() for ln in text.splitlines()
+            if ln.strip() and not ln.startswith("--- wsgistack")]
+    return " | ".join(kept[-lines:])
+
+
+def diagnose(svc: ServicePlan) -> str:
+    """Build the app in a fresh interpreter to find out whether loading it is what fails."""
+    try:
+        out = subprocess.run(
+            [svc.python, svc.entry, "--check"], capture_output=True, text=True, timeout=120,
+            cwd=svc.working_dir, check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"{svc.python}: {exc}"
+    if out.returncode == 0:
+        return ""
+    lines = (out.stderr or out.stdout).strip().splitlines()
+    return lines[-1].removeprefix("error: ") if lines else f"exit code {out.returncode}"
+
+
+def wait_healthy(plan: Plan, running: list[Running],
+                 progress: Callable[[str], None] = lambda _m: None) -> dict[str, str]:
+    """Poll every service's health URL until it answers as expected.
+
+    Returns {service: ""} on success; raises ServerError naming the first service that died
+    or never became healthy, with the reason and the last line of its log.
+    """
+    owner = {name: r for r in running for name in r.serves}
+    pending = {s.name: s for s in plan.services}
+    last: dict[str, str] = {}
+    deadline = time.monotonic() + plan.start_timeout
+    while pending:
+        for name, svc in list(pending.items()):
+            proc = owner[name]
+            _reap(proc.pid)
+            if not proc.alive():
+                raise _failure(svc, proc, "exited during start-up")
+            status, why = http_status(svc.health_url, timeout=1.0)
+            last[name] = f"HTTP {status}" if status else why
+            if status == svc.config.health_status:
+                del pending[name]
+                progress(f"{name} healthy")
+            elif status >= 500 and not plan.front_port:
+                # A server that answers 5xx is up but the app may not be: ask the loader.
+                reason = diagnose(svc)
+                if reason:
+                    raise _failure(svc, proc, f"cannot load its app: {reason}")
+        if pending and time.monotonic() > deadline:
+            name, svc = next(iter(pending.items()))
+            raise _failure(
+                svc, owner[name],
+                f"did not become healthy in {plan.start_timeout:g}s (last: {last.get(name)} "
+                f"from {svc.health_url}, expected {svc.config.health_status})",
+            )
+        if pending:
+            time.sleep(0.05)
+    return {}
+
+
+def _failure(svc: ServicePlan, proc: Running, what: str) -> ServerError:
+    reason = diagnose(svc) if "cannot load" not in what else ""
+    if reason:
+        what = f"cannot load its app: {reason}"
+        fix = f"fix services.{svc.name}.app or install what it imports"
+    else:
+        fix = f"see `wsgistack logs {svc.name}`"
+    tail = log_tail(proc.log)
+    return ServerError(
+        f"service '{svc.name}' {what}; log: {tail or '(empty)'}; {fix}"
+    )
+
+
+def up(plan: Plan, progress: Callable[[str], None]) -> list[Running]:
+    """Start the whole plan and wait for health; on any failure stop what was started."""
+    state = load_state(plan.state)
+    if state and any(r.alive() for r in running_from(state)):
+        raise ServerError(
+            f"stack '{plan.name}' is already up (state in {plan.state}); run `wsgistack down` "
+            "first, or use another [stack] state_dir"
+        )
+    check_requirements(plan)
+    check_ports(plan)
+    write_files(plan.state, render(plan))
+    for sub in ("run", "logs"):
+        Path(plan.state, sub).mkdir(parents=True, exist_ok=True)
+    running: list[Running] = []
+    try:
+        for proc in get(plan.backend).command(plan):
+            running.append(start(proc))
+            save_state(plan, running)
+        wait_healthy(plan, running, progress)
+    except BaseException:
+        stop(running)
+        state_path(plan.state).unlink(missing_ok=True)
+        raise
+    return running
+
+
+def down(state_dir: str) -> list[Running]:
+    state = load_state(state_dir)
+    if state is None:
+        return []
+    running = running_from(state)
+    stop(running)
+    state_path(state_dir).unlink(missing_ok=True)
+    return running
+
+
+def wait_foreground(running: list[Running], progress: Callable[[str], None]) -> int:
+    """Block until SIGINT/SIGTERM; report (not respawn) a process that dies meanwhile."""
+    stopping: list[int] = []
+
+    def handler(signum: int, _frame: object) -> None:
+        stopping.append(signum)
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    reported: set[str] = set()
+    try:
+        while not stopping:
+            for r in running:
+                _reap(r.pid)
+                if r.name not in reported and not r.alive():
+                    reported.add(r.name)
+                    progress(f"{r.name} exited; log: {log_tail(r.log)}")
+            if len(reported) == len(running):
+                return 1
+            time.sleep(0.2)
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+    return 0
+
+
+def pid_of(running: list[Running], service: str) -> int:
+    return next((r.pid for r in running if service in r.serves), 0)
+

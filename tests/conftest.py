@@ -1,0 +1,96 @@
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import signal
+import socket
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from wsgistack import cli, runtime
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+def run_cli(*argv: str, cwd: Path | None = None) -> Result:
+    """Run the CLI in-process, as a user would from `cwd`."""
+    out, err = io.StringIO(), io.StringIO()
+    old = Path.cwd()
+    try:
+        if cwd:
+            os.chdir(cwd)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = cli.run(list(argv))
+    finally:
+        os.chdir(old)
+    return Result(code, out.getvalue(), err.getvalue())
+
+
+@pytest.fixture
+def clean_sampleapp(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Let each test import the fixture apps afresh, and undo what loading changes."""
+    monkeypatch.syspath_prepend(str(FIXTURES))
+    for mod in ("sampleapp", "broken"):
+        monkeypatch.delitem(sys.modules, mod, raising=False)
+    monkeypatch.setattr(sys, "argv", list(sys.argv))
+    monkeypatch.chdir(os.getcwd())
+    yield
+    for mod in ("sampleapp", "broken"):
+        sys.modules.pop(mod, None)
+
+
+class Stack:
+    """A manifest in a temporary directory, brought up and down through the CLI."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def write(self, text: str) -> Path:
+        path = self.root / "wsgistack.toml"
+        path.write_text(text)
+        return path
+
+    def cli(self, *argv: str) -> Result:
+        return run_cli(*argv, cwd=self.root)
+
+    def pids(self) -> list[int]:
+        state = runtime.load_state(str(self.root / ".wsgistack"))
+        return [r.pid for r in runtime.running_from(state)] if state else []
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return runtime._proc_stat(pid)[:1] not in (["Z"], [])
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[Stack]:
+    st = Stack(tmp_path)
+    yield st
+    pids = st.pids()
+    st.cli("down")
+    for pid in pids:  # never leave a server behind, even when a test failed
+        if alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)

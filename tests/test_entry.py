@@ -1,0 +1,81 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import FIXTURES, free_port, run_cli
+from wsgistack import entry
+from wsgistack.errors import AppLoadError
+
+
+def write_entry(tmp_path: Path, *args: str) -> Path:
+    out = tmp_path / "myapi.py"
+    res = run_cli("entry", *args, "-o", str(out))
+    assert res.code == 0, res.err
+    return out
+
+
+def test_imported_entry_exposes_application_with_clean_argv(tmp_path):
+    out = write_entry(tmp_path, "sampleapp:application", "--python-path", str(FIXTURES),
+                      "--env", "SAMPLE_SETTING=x", "--arg=--config-file=a.conf",
+                      "--prefix", "/api")
+    # A server imports the entry under its own argv: the app must not see it.
+    code = (
+        "import sys, importlib.util, json; sys.argv = ['gunicorn', '-w', '4', 'x:y'];"
+        f"spec = importlib.util.spec_from_file_location('e', {str(out)!r});"
+        "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m);"
+        "body = b''.join(m.application({'PATH_INFO': '/api/v', 'SCRIPT_NAME': '',"
+        " 'wsgi.url_scheme': 'http', 'HTTP_HOST': 'h'}, lambda s, h: None));"
+        "assert m.application is m.get_application(); print(body.decode())"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True, cwd=tmp_path)
+    doc = json.loads(done.stdout)
+    assert doc["argv"] == ["myapi", "--config-file=a.conf"]
+    assert doc["env"] == "x"
+    assert (doc["script_name"], doc["path_info"]) == ("/api", "/v")
+
+
+def test_entry_for_a_script_target_checks(tmp_path):
+    out = write_entry(tmp_path, str(FIXTURES / "script.wsgi"))
+    done = subprocess.run([sys.executable, str(out), "--check"], capture_output=True, text=True)
+    assert done.returncode == 0
+    assert done.stdout.startswith(f"ok: {FIXTURES / 'script.wsgi'} loads")
+
+
+def test_entry_check_reports_import_error_in_one_line(tmp_path):
+    out = write_entry(tmp_path, "broken:application", "--python-path", str(FIXTURES))
+    done = subprocess.run([sys.executable, str(out), "--check"], capture_output=True, text=True)
+    assert done.returncode == 1
+    assert done.stderr == ("error: cannot load app 'broken:application': ModuleNotFoundError: "
+                           "No module named 'no_such_dependency_xyz'\n")
+
+
+@pytest.mark.live
+def test_entry_runs_as_a_command_with_app_args(tmp_path):
+    out = write_entry(tmp_path, "sampleapp:application", "--python-path", str(FIXTURES),
+                      "--prefix", "/api")
+    port = free_port()
+    with subprocess.Popen(
+        [sys.executable, str(out), "--host", "127.0.0.1", "--port", str(port), "--",
+         "--debug"], stderr=subprocess.PIPE, text=True) as proc:
+        try:
+            assert proc.stderr is not None
+            # The server prints its banner once it is listening: the readiness signal.
+            assert proc.stderr.readline().startswith("serving myapi (sampleapp:application) on ")
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/x") as resp:
+                doc = json.loads(resp.read())
+            assert doc["argv"] == ["myapi", "--debug"]
+            assert doc["link"] == f"http://127.0.0.1:{port}/api/v1"
+        finally:
+            proc.terminate()
+
+
+def test_render_refuses_a_bad_spec():
+    with pytest.raises(AppLoadError, match=r"is neither a module name nor a \.wsgi/\.py file"):
+        entry.render(entry.EntrySpec(app="a b:c"))

@@ -1,0 +1,131 @@
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import FIXTURES
+from wsgistack.loader import SpecError, limit_body, load_app, mount, parse_spec
+
+
+def call(app, path="/", script_name="", **extra):
+    seen = {}
+
+    def start_response(status, headers):
+        seen["status"] = status
+
+    environ = {"PATH_INFO": path, "SCRIPT_NAME": script_name, "wsgi.url_scheme": "http",
+               "HTTP_HOST": "h:1", **extra}
+    body = b"".join(app(environ, start_response))
+    return seen["status"], body
+
+
+def test_parse_forms():
+    assert parse_spec("pkg.mod:app").kind == "module"
+    assert parse_spec("pkg.mod").attr == "application"
+    spec = parse_spec("pkg.mod:make(1, 'x', debug=True)")
+    assert (spec.attr, spec.args, spec.kwargs) == ("make", (1, "x"), {"debug": True})
+    assert parse_spec("paste:etc/api-paste.ini#public")[1:3] == ("etc/api-paste.ini", "public")
+    assert parse_spec("paste:api-paste.ini").attr == "main"
+    assert parse_spec("bin/app.wsgi").kind == "script"
+    assert parse_spec("ep:wsgi_scripts:keystone-wsgi-public")[1:3] == (
+        "wsgi_scripts", "keystone-wsgi-public")
+
+
+@pytest.mark.parametrize(("spec", "message"), [
+    ("", "app spec is empty"),
+    ("pkg.mod:make(open('x'))", r"arguments of make\(\) must be literals"),
+    ("pkg.mod:1+2", "'1\\+2' is not an attribute or a call"),
+    ("not a module:app", "is neither a module name nor a .wsgi/.py file"),
+    ("ep:nogroup", "entry points are written ep:GROUP:NAME"),
+])
+def test_parse_errors(spec, message):
+    with pytest.raises(SpecError, match=message):
+        parse_spec(spec)
+
+
+@pytest.mark.usefixtures("clean_sampleapp")
+def test_module_attribute_gets_clean_argv_and_env(monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["gunicorn", "--workers", "4", "x:y"])
+    monkeypatch.delenv("SAMPLE_SETTING", raising=False)
+    app = load_app("sampleapp:application", argv0="keystone", args=["--debug"],
+                   env={"SAMPLE_SETTING": "from-manifest"})
+    doc = json.loads(call(app)[1])
+    assert doc["argv"] == ["keystone", "--debug"]
+    assert doc["env"] == "from-manifest"
+    monkeypatch.delenv("SAMPLE_SETTING")
+
+
+@pytest.mark.usefixtures("clean_sampleapp")
+def test_dotted_attribute():
+    assert json.loads(call(load_app("sampleapp:Holder.inner"))[1])["app"] == "module"
+
+
+@pytest.mark.usefixtures("clean_sampleapp")
+def test_factory_with_literal_arguments():
+    app = load_app("sampleapp:create_app('yo', repeat=2)")
+    assert json.loads(call(app)[1]) == {"app": "factory", "greeting": "yoyo"}
+
+
+@pytest.mark.usefixtures("clean_sampleapp")
+def test_paste_deploy_named_app():
+    app = load_app(f"paste:{FIXTURES / 'api-paste.ini'}#other")
+    assert json.loads(call(app)[1]) == {"app": "paste", "conf": {"color": "green"}}
+
+
+@pytest.mark.usefixtures("clean_sampleapp")
+def test_script_file():
+    app = load_app(str(FIXTURES / "script.wsgi"))
+    assert json.loads(call(app)[1]) == {"app": "script"}
+
+
+@pytest.mark.usefixtures("clean_sampleapp")
+def test_entry_points_app_and_factory():
+    plain = load_app("ep:wsgistack.test_apps:plain")
+    assert json.loads(call(plain)[1])["app"] == "module"
+    # pbr's wsgi_scripts entry points name a function that builds the app.
+    built = load_app("ep:wsgi_scripts:sample-api")
+    assert json.loads(call(built)[1]) == {"app": "factory", "greeting": "hi"}
+
+
+@pytest.mark.usefixtures("clean_sampleapp")
+@pytest.mark.parametrize(("spec", "message"), [
+    ("broken:application",
+     r"cannot load app 'broken:application': ModuleNotFoundError: No module named "
+     r"'no_such_dependency_xyz'"),
+    ("sampleapp:nothing_here", "module 'sampleapp' has no attribute 'nothing_here'"),
+    ("sampleapp:fail_at_call()", "RuntimeError: database is not configured"),
+    ("sampleapp:ARGV_AT_IMPORT", "names a list, not a WSGI callable"),
+    ("ep:wsgi_scripts:nope", "no entry point 'nope' in group 'wsgi_scripts'"),
+    ("paste:/no/such.ini", "no such paste ini file /no/such.ini"),
+    ("/no/such/app.wsgi", "no such script file /no/such/app.wsgi"),
+])
+def test_load_errors_are_one_line(spec, message):
+    with pytest.raises(SpecError, match=message) as info:
+        load_app(spec)
+    assert "\n" not in str(info.value)
+
+
+def test_mount_splits_prefix_and_refuses_outside():
+    inner = lambda environ, sr: (sr("200 OK", []), [  # noqa: E731
+        f"{environ['SCRIPT_NAME']}|{environ['PATH_INFO']}".encode()])[1]
+    app = mount(inner, "/identity")
+    assert call(app, "/identity/v3") == ("200 OK", b"/identity|/v3")
+    assert call(app, "/identity") == ("200 OK", b"/identity|")
+    assert call(app, "/identityx")[0].startswith("404")
+    assert call(app, "/other")[0].startswith("404")
+
+
+def test_limit_body():
+    inner = lambda environ, sr: (sr("200 OK", []), [b"ok"])[1]  # noqa: E731
+    app = limit_body(inner, 10)
+    assert call(app, CONTENT_LENGTH="10") == ("200 OK", b"ok")
+    assert call(app, CONTENT_LENGTH="11")[0].startswith("413")
+
+
+def test_loader_imports_only_the_standard_library():
+    source = Path(sys.modules[load_app.__module__].__file__).read_text()
+    assert "wsgistack" not in "".join(
+        line for line in source.splitlines() if line.startswith(("import", "from")))

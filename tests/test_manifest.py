@@ -1,0 +1,101 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run_cli
+from wsgistack import manifest
+from wsgistack.errors import ManifestError
+
+GOOD = """
+[stack]
+name = "cp"
+[services.identity]
+app = "keystone.wsgi.api:application"
+prefix = "/identity"
+env = { OS_KEYSTONE_CONFIG_DIR = "/etc/keystone" }
+args = ["--debug"]
+"""
+
+
+def load(tmp_path: Path, text: str) -> manifest.Manifest:
+    path = tmp_path / "wsgistack.toml"
+    path.write_text(text)
+    return manifest.load(path)
+
+
+def test_good_manifest_is_frozen_and_typed(tmp_path):
+    m = load(tmp_path, GOOD)
+    svc = m.service("identity")
+    assert (svc.prefix, svc.processes, svc.threads, svc.args) == ("/identity", 2, 1, ("--debug",))
+    assert svc.env["OS_KEYSTONE_CONFIG_DIR"] == "/etc/keystone"
+    with pytest.raises(AttributeError):
+        svc.processes = 3  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        svc.env["X"] = "y"  # type: ignore[index]
+
+
+def test_default_prefix_is_the_service_name(tmp_path):
+    m = load(tmp_path, '[services.placement]\napp = "placement.wsgi.api:application"\n')
+    assert m.service("placement").prefix == "/placement"
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ('[services.a]\napp = "m:a"\nprocesess = 2\n',
+     r"wsgistack.toml: services.a.procesess: unknown key; did you mean 'processes'\?"),
+    ('[stack]\nbakend = "granian"\n[services.a]\napp = "m:a"\n',
+     r"stack.bakend: unknown key; did you mean 'backend'\?"),
+    ('[stack]\nbackend = "gunicron"\n[services.a]\napp = "m:a"\n',
+     r"stack.backend: unknown backend 'gunicron'; did you mean 'gunicorn'\?"),
+    ('[services.a]\napp = "m:a"\nprocesses = "4"\n',
+     r"services.a.processes: expected integer, got str '4'"),
+    ('[services.a]\napp = "m:a"\nprocesses = true\n',
+     r"services.a.processes: expected integer, got bool True"),
+    ('[services.a]\napp = "m:a"\nprocesses = 0\n',
+     r"services.a.processes: must be at least 1, got 0"),
+    ('[services.a]\nprefix = "/a"\n', r"services.a.app: missing required key: App spec"),
+    ('[services.a]\napp = "m:a"\nprefix = "a/"\n',
+     r"services.a.prefix: 'a/' must start with '/' and not end with '/'"),
+    ('[services.a]\napp = "m:a"\n[services.b]\napp = "m:b"\nprefix = "/a"\n',
+     r"services.b.prefix: '/a' is already the prefix of service 'a'"),
+    ('[services.a]\napp = "m:a"\nenv = { X = [1] }\n', r"services.a.env.X: expected a string"),
+    ('[stack]\nname = "x"\n', r"services: no services: add a \[services.NAME\] table"),
+    ('[servces.a]\napp = "m:a"\n', r"servces: unknown table; did you mean 'services'\?"),
+    ('[services.A]\napp = "m:a"\n', r"services.A: service names must match"),
+    ('[services.a\n', r"wsgistack.toml: -: not valid TOML"),
+])
+def test_manifest_errors_name_file_and_key(tmp_path, text, message):
+    with pytest.raises(ManifestError, match=message):
+        load(tmp_path, text)
+
+
+def test_cli_prints_one_line_and_exits_non_zero(tmp_path):
+    (tmp_path / "wsgistack.toml").write_text('[services.a]\napp = "m:a"\nthreds = 2\n')
+    res = run_cli("up", "--detach", cwd=tmp_path)
+    assert res.code == 2
+    manifest_path = tmp_path / "wsgistack.toml"
+    assert res.err == (f"wsgistack: error: {manifest_path}: services.a.threds: unknown key; "
+                       "did you mean 'threads'?\n")
+    assert res.err.count("\n") == 1
+    assert not (tmp_path / ".wsgistack").exists()
+
+
+def test_missing_manifest_file(tmp_path):
+    with pytest.raises(ManifestError, match=r"nope\.toml: -: file not found"):
+        manifest.load(tmp_path / "nope.toml")
+
+
+def test_embedded_default_is_used_without_a_manifest(tmp_path):
+    m = manifest.find(None, tmp_path)
+    assert m.path == manifest.EMBEDDED
+    assert [s.name for s in m.services] == ["catalog", "probe", "hello"]
+    assert m.state_path == tmp_path.resolve() / ".wsgistack"
+
+
+def test_settings_reference_is_generated_and_committed():
+    committed = Path(__file__).parent.parent / "docs" / "settings.md"
+    assert committed.read_text() == manifest.settings_reference() + "\n", (
+        "docs/settings.md is stale: run `wsgistack settings > docs/settings.md`")
+    for fld in manifest.settings_of(manifest.ServiceConfig):
+        assert f"| `{fld.name}` |" in committed.read_text()

@@ -1,0 +1,148 @@
+"""Live: `wsgistack up` starts real granian servers on 127.0.0.1 and stops them."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import urllib.request
+
+import pytest
+
+from tests.conftest import FIXTURES, alive, free_port
+
+pytestmark = pytest.mark.live
+
+
+def get(url: str) -> tuple[int, dict]:
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        return resp.status, json.loads(resp.read())
+
+
+def manifest(api_port: int, probe_port: int, app: str = "sampleapp:application",
+             extra: str = "") -> str:
+    return f"""
+[stack]
+name = "t"
+start_timeout = 20
+[services.api]
+app = "{app}"
+prefix = "/api/v2"
+port = {api_port}
+python_path = ["{FIXTURES}"]
+args = ["--config-file", "api.conf"]
+{extra}
+[services.probe]
+app = "wsgistack.apps.probe:application"
+port = {probe_port}
+health_path = "/status/200"
+"""
+
+
+def test_up_status_down_with_prefix_links(stack):
+    api, probe = free_port(), free_port()
+    stack.write(manifest(api, probe))
+    res = stack.cli("up", "--detach")
+    assert res.code == 0, res.err
+    lines = res.out.splitlines()
+    assert lines[0].split() == ["service", "url", "server", "pid", "health"]
+    assert lines[1].split()[:3] == ["api", f"http://127.0.0.1:{api}/api/v2/", "granian"]
+    assert lines[1].split()[4] == "healthy"
+    pids = stack.pids()
+    assert len(pids) == 2 and all(alive(p) for p in pids)
+
+    _status, doc = get(f"http://127.0.0.1:{api}/api/v2/things")
+    assert (doc["script_name"], doc["path_info"]) == ("/api/v2", "/things")
+    assert doc["link"] == f"http://127.0.0.1:{api}/api/v2/v1"
+    assert doc["argv"] == ["api", "--config-file", "api.conf"]  # not granian's argv
+    _, echo = get(f"http://127.0.0.1:{probe}/probe/a/b?x=1")
+    assert (echo["SCRIPT_NAME"], echo["PATH_INFO"], echo["QUERY_STRING"]) == (
+        "/probe", "/a/b", "x=1")
+    with pytest.raises(urllib.error.HTTPError, match="404"):
+        get(f"http://127.0.0.1:{probe}/elsewhere")
+
+    st = stack.cli("status")
+    assert st.code == 0 and st.out.count("healthy") == 2
+    down = stack.cli("down")
+    assert down.code == 0 and "stopped 2 process(es)" in down.err
+    assert not any(alive(p) for p in pids)
+    assert stack.cli("status").code == 3
+
+
+def test_failing_app_is_reported_and_nothing_is_left(stack):
+    api, probe = free_port(), free_port()
+    stack.write(manifest(api, probe, app="broken:application"))
+    res = stack.cli("up", "--detach")
+    assert res.code == 2
+    assert res.err.splitlines()[-1].startswith(
+        "wsgistack: error: service 'api' cannot load its app: cannot load app "
+        "'broken:application': ModuleNotFoundError: No module named 'no_such_dependency_xyz'; "
+    )
+    assert res.err.endswith("fix services.api.app or install what it imports\n")
+    assert not (stack.root / ".wsgistack" / "state.json").exists()
+    for port in (api, probe):  # both listeners are gone
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", port))
+
+
+def test_busy_port_is_refused_before_anything_starts(stack):
+    api, probe = free_port(), free_port()
+    stack.write(manifest(api, probe))
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", probe))
+        busy.listen()
+        res = stack.cli("up", "--detach")
+    assert res.code == 2
+    assert res.err.splitlines()[-1] == (
+        f"wsgistack: error: {stack.root / 'wsgistack.toml'}: port {probe} on 127.0.0.1 "
+        f"(services.probe.port) is in use by another program; stop that program or choose "
+        f"another port with services.probe.port")
+    assert stack.pids() == []
+
+
+def test_health_check_that_never_passes(stack):
+    api, probe = free_port(), free_port()
+    stack.write(manifest(api, probe, extra="health_status = 204").replace(
+        "start_timeout = 20", "start_timeout = 2"))
+    res = stack.cli("up", "--detach")
+    assert res.code == 2
+    assert res.err.splitlines()[-1].startswith(
+        f"wsgistack: error: service 'api' did not become healthy in 2s (last: HTTP 200 from "
+        f"http://127.0.0.1:{api}/api/v2/, expected 204); log: ")
+    assert res.err.endswith("see `wsgistack logs api`\n")
+    assert stack.pids() == []
+
+
+def test_crashed_service_is_reported_not_respawned(stack):
+    api, probe = free_port(), free_port()
+    stack.write(manifest(api, probe))
+    assert stack.cli("up", "--detach").code == 0
+    victim = next(r for r in stack.pids())
+    os.killpg(victim, signal.SIGKILL)
+    res = stack.cli("status")
+    assert res.code == 1
+    assert f"crashed (pid {victim} gone; see wsgistack logs api)" in res.out
+    assert "healthy" in res.out.splitlines()[2]
+
+
+def test_second_up_is_refused_while_running(stack):
+    stack.write(manifest(free_port(), free_port()))
+    assert stack.cli("up", "--detach").code == 0
+    res = stack.cli("up", "--detach")
+    assert res.code == 2
+    assert "stack 't' is already up" in res.err
+
+
+def test_embedded_default_stack(tmp_path, stack):
+    res = stack.cli("up", "--detach")
+    assert res.code == 0, res.err
+    _, doc = get("http://127.0.0.1:8780/")
+    assert [s["name"] for s in doc["services"]] == ["catalog", "probe", "hello"]
+    assert doc["services"][1]["url"] == "http://127.0.0.1:8781/probe/"
+    status, health = get("http://127.0.0.1:8780/healthcheck")
+    assert status == 200 and health["healthy"] is True
+    assert set(health["services"]) == {"probe", "hello"}
+    logs = stack.cli("logs", "probe")
+    assert logs.code == 0 and "wsgistack" not in logs.err
+    assert stack.cli("down").code == 0
