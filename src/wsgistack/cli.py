@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from wsgistack import entry, manifest, plan, runtime
+from wsgistack import check, entry, manifest, plan, runtime
 from wsgistack.backends import BACKENDS
 from wsgistack.errors import WsgistackError
 
@@ -180,6 +180,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return code
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    m = _load(args)
+    results, skipped = check.run(m, args.service, check.select(args.backends),
+                                 lambda msg: _say(f"  {msg}"))
+    if results:
+        print(table(check.matrix(results), ("", "check", *results)))
+    for backend, why in skipped.items():
+        print(f"{backend}: could not run: {why}")
+    differ = check.diverging(results)
+    if differ:
+        _say(f"backends diverge on: {', '.join(differ)}")
+    elif results:
+        _say(f"all {len(results)} backends agree on {args.service}")
+    return 1 if differ or skipped else 0
+
+
 def cmd_settings(_args: argparse.Namespace) -> int:
     print(manifest.settings_reference())
     return 0
@@ -225,6 +241,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--prefix", default=None)
     p.add_argument("app_args", nargs="*", help="after --: the app's own arguments")
+    p = add("check", cmd_check, "run one service under each backend and compare, side by side")
+    p.add_argument("service")
+    p.add_argument("--backends", default="all", help="'all' or a comma-separated list")
     add("settings", cmd_settings, "print the manifest settings reference (Markdown)")
     return top
 

@@ -68,7 +68,10 @@ def get_application(args=None):
                 SPEC, argv0=NAME, args=ARGS if args is None else args, env=ENV,
                 python_path=PYTHON_PATH, working_dir=WORKING_DIR,
             )
-            _app = limit_body(mount(built, MOUNT), MAX_BODY)
+            if os.environ.get("WSGISTACK_VALIDATE"):  # `wsgistack check`: PEP 3333 checks
+                from wsgiref.validate import validator
+                built = validator(built)
+            _app = server_quirks(limit_body(mount(built, MOUNT), MAX_BODY))
     return _app
 
 

@@ -208,13 +208,14 @@ def mount(app: WSGIApp, prefix: str) -> WSGIApp:
         return app
 
     def mounted(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        if environ.get("SCRIPT_NAME", "").rstrip("/") == prefix:  # the server split it
+            return app(environ, start_response)
         path = environ.get("PATH_INFO", "")
         if path == prefix or path.startswith(prefix + "/"):
             environ["SCRIPT_NAME"] = environ.get("SCRIPT_NAME", "") + prefix
             environ["PATH_INFO"] = path[len(prefix):]
             return app(environ, start_response)
-        start_response("404 Not Found", [("Content-Type", "text/plain")])
-        return [f"not found: this server serves only {prefix}/\n".encode()]
+        return _plain(start_response, "404 Not Found", f"this server serves only {prefix}/")
 
     return mounted
 
@@ -228,8 +229,97 @@ def limit_body(app: WSGIApp, max_body: int) -> WSGIApp:
     def limited(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         length = environ.get("CONTENT_LENGTH") or ""
         if length.isdigit() and int(length) > max_body:
-            start_response("413 Request Entity Too Large", [("Content-Type", "text/plain")])
-            return [f"request body over the limit of {max_body} bytes\n".encode()]
+            return _plain(start_response, "413 Request Entity Too Large",
+                          f"request body over the limit of {max_body} bytes")
         return app(environ, start_response)
 
     return limited
+
+
+def _plain(start_response: Callable[..., Any], status: str, text: str) -> list[bytes]:
+    # A length lets keep-alive clients (uWSGI's http11-socket) see where the answer ends.
+    body = (text + "\n").encode()
+    start_response(status, [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+class _UwsgiChunkedInput:
+    """wsgi.input over uWSGI's chunked-input API, which its HTTP sockets need for chunked
+    request bodies (their plain wsgi.input sees nothing)."""
+
+    def __init__(self, uwsgi: Any) -> None:
+        self._uwsgi = uwsgi
+        self._buffer = b""
+        self._done = False
+
+    def _fill(self, size: int) -> None:
+        while not self._done and (size < 0 or len(self._buffer) < size):
+            chunk = self._uwsgi.chunked_read()
+            if not chunk:
+                self._done = True
+            self._buffer += chunk
+
+    def read(self, size: int = -1) -> bytes:
+        self._fill(size if size is not None else -1)
+        if size is None or size < 0:
+            size = len(self._buffer)
+        data, self._buffer = self._buffer[:size], self._buffer[size:]
+        return data
+
+    def readline(self, size: int = -1) -> bytes:
+        while b"\n" not in self._buffer and not self._done:
+            self._fill(len(self._buffer) + 1)
+        end = self._buffer.find(b"\n") + 1 or len(self._buffer)
+        if size is not None and 0 <= size < end:
+            end = size
+        data, self._buffer = self._buffer[:end], self._buffer[end:]
+        return data
+
+    def readlines(self, hint: int = -1) -> list[bytes]:
+        return list(iter(self.readline, b""))
+
+    def __iter__(self) -> Any:
+        return iter(self.readline, b"")
+
+
+def server_quirks(app: WSGIApp) -> WSGIApp:
+    """Make every server present the same request to the app.
+
+    - X-Forwarded-Proto sets wsgi.url_scheme (gunicorn and uWSGI did, granian and mod_wsgi
+      did not): services sit behind a TLS-terminating proxy, and version documents must
+      carry the scheme the client used.
+    - A chunked body under uWSGI's HTTP sockets is read through uwsgi.chunked_read().
+    - SCRIPT_NAME is always present, and HTTP_CONTENT_TYPE/HTTP_CONTENT_LENGTH never are
+      (uWSGI behind nginx gets both wrong; PEP 3333 says otherwise).
+    - With WSGISTACK_CLOSE_UNFRAMED set (uWSGI's http11-socket, which neither chunks nor
+      closes), a response without a length says `Connection: close`, so the client reads it
+      to the end instead of waiting on a kept-alive connection.
+    """
+    close_unframed = bool(os.environ.get("WSGISTACK_CLOSE_UNFRAMED"))
+
+    def framed(start_response: Callable[..., Any]) -> Callable[..., Any]:
+        def start(status: str, headers: list[tuple[str, str]], *exc: Any) -> Any:
+            if not any(k.lower() == "content-length" for k, _ in headers):
+                headers = [*headers, ("Connection", "close")]
+            return start_response(status, headers, *exc)
+
+        return start
+
+    def uniform(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        environ.setdefault("SCRIPT_NAME", "")
+        environ.pop("HTTP_CONTENT_TYPE", None)
+        environ.pop("HTTP_CONTENT_LENGTH", None)
+        proto = environ.get("HTTP_X_FORWARDED_PROTO", "").lower()
+        if proto in ("http", "https"):
+            environ["wsgi.url_scheme"] = proto
+        chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
+        if chunked and "uwsgi.version" in environ and not environ.get("CONTENT_LENGTH"):
+            import uwsgi  # only importable under uWSGI
+
+            environ["wsgi.input"] = _UwsgiChunkedInput(uwsgi)
+            environ["wsgi.input_terminated"] = True
+        if close_unframed:
+            start_response = framed(start_response)
+        return app(environ, start_response)
+
+    return uniform

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import grp
 import http.client
 import json
 import os
+import pwd
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import time
 from collections.abc import Callable, Iterable
@@ -44,11 +47,35 @@ def render(plan: Plan) -> dict[str, str]:
     return get(plan.backend).render(plan)
 
 
+def reachable(path: str, user: str) -> bool:
+    """Can `user` read `path`, searching every directory on the way to it?"""
+    try:
+        pw = pwd.getpwnam(user)
+    except KeyError:
+        return False
+    groups = {pw.pw_gid, *(g.gr_gid for g in grp.getgrall() if user in g.gr_mem)}
+    target = Path(path)
+    for part in [*reversed(target.parents), target]:
+        try:
+            st = part.stat()
+        except OSError:
+            return False
+        shift = 6 if st.st_uid == pw.pw_uid else 3 if st.st_gid in groups else 0
+        need = 0o1 if part != target or stat.S_ISDIR(st.st_mode) else 0o4
+        if not (st.st_mode >> shift) & need:
+            return False
+    return True
+
+
 def missing(req: Requirement) -> bool:
     if req.kind == "binary":
         return shutil.which(req.name) is None
     if req.kind == "file":
         return not os.path.exists(req.name)
+    if req.kind == "readable":
+        return not reachable(req.name, req.user)
+    if req.kind == "debian-python":
+        return not os.path.realpath(req.name).startswith("/usr/bin/python3")
     if not os.access(req.python, os.X_OK):
         return True
     probe = [req.python, "-c", f"import importlib.util,sys; "
@@ -59,9 +86,10 @@ def missing(req: Requirement) -> bool:
 def check_requirements(plan: Plan) -> None:
     for req in get(plan.backend).requirements(plan):
         if missing(req):
+            problem = "is unreadable" if req.kind == "readable" else (
+                "is not Debian's" if req.kind == "debian-python" else "is missing")
             raise ServerError(
-                f"backend {plan.backend} needs {req.what}, which is not installed "
-                f"({req.name}); install it with: {req.fix}"
+                f"backend {plan.backend} needs {req.what}: {req.name} {problem}; {req.fix}"
             )
 
 
@@ -305,11 +333,11 @@ def up(plan: Plan, progress: Callable[[str], None]) -> list[Running]:
             f"stack '{plan.name}' is already up (state in {plan.state}); run `wsgistack down` "
             "first, or use another [stack] state_dir"
         )
-    check_requirements(plan)
     check_ports(plan)
     write_files(plan.state, render(plan))
     for sub in ("run", "logs"):
         Path(plan.state, sub).mkdir(parents=True, exist_ok=True)
+    check_requirements(plan)  # after writing: some ask whether the server can read the files
     running: list[Running] = []
     try:
         for proc in get(plan.backend).command(plan):

@@ -77,7 +77,10 @@ def application(environ: dict[str, Any], start_response: StartResponse) -> Itera
         start_response("200 OK", [("Content-Type", "application/octet-stream")])
         return _stream(size)
     if path.startswith("/status/") and path[8:].isdigit():
-        start_response(f"{int(path[8:])} Probe", [("Content-Length", "0")])
+        code = int(path[8:])
+        # PEP 3333 (and wsgiref.validate): 204 and 304 carry no Content-Type, all else one.
+        typed = [] if code in (204, 304) else [("Content-Type", "text/plain")]
+        start_response(f"{code} Probe", [*typed, ("Content-Length", "0")])
         return [b""]
     body = json.dumps(echo(environ), indent=1, sort_keys=True).encode() + b"\n"
     start_response(

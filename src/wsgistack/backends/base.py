@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -27,10 +27,14 @@ class Requirement:
     """Something a backend needs on the machine, and how to get it."""
 
     what: str  # shown to the user: "apache2", "mod_proxy_uwsgi", "granian"
-    kind: str  # "binary" (on PATH or absolute), "file", or "module" (importable by python)
-    name: str  # the binary, file path or module name
-    fix: str  # the command that installs it
-    python: str = ""  # for kind == "module": the interpreter that must import it
+    # "binary" (on PATH or absolute), "file", "module" (importable by `python`),
+    # "debian-python" (`name` is Debian's /usr/bin/python3 or a venv of it),
+    # "readable" (`user` can reach `name` through every parent directory)
+    kind: str
+    name: str  # the binary, path, module or interpreter
+    fix: str  # the command or change that provides it
+    python: str = ""  # for "module": the interpreter that must import it
+    user: str = ""  # for "readable": who must reach the path
 
 
 class Backend(Protocol):
@@ -45,20 +49,22 @@ class Backend(Protocol):
     def requirements(self, plan: Plan) -> list[Requirement]: ...
 
 
-def entry_files(plan: Plan, *, mount: bool, limit: bool = True) -> dict[str, str]:
+def entry_files(plan: Plan, *, mount: bool | Callable[[ServicePlan], bool]) -> dict[str, str]:
     """Entry files for every service, relative to the state dir.
 
-    `mount`: the server passes the full path and no SCRIPT_NAME, so the entry splits the
-    prefix itself. `limit`: the server has no body limit of its own.
+    `mount` (for all services, or per service): the server passes the full path and no
+    SCRIPT_NAME, so the entry splits the prefix itself. Every entry also enforces the body
+    limit on a declared length: not every server or front end does (Apache's proxy does not).
     """
     files = {}
     for svc in plan.services:
+        mounted = mount(svc) if callable(mount) else mount
         cfg = svc.config
         spec = entry.EntrySpec(
             app=cfg.app, name=cfg.name, env=svc.env, args=cfg.args,
             python_path=cfg.python_path, working_dir=svc.working_dir,
-            mount=svc.prefix if mount else "",
-            max_body=cfg.max_body if limit else 0,
+            mount=svc.prefix if mounted else "",
+            max_body=cfg.max_body,
         )
         files[f"entries/{svc.module}.py"] = entry.render(spec)
     return files

@@ -31,6 +31,8 @@ def argv(plan: Plan, svc: ServicePlan) -> tuple[str, ...]:
         "--pid", plan.path("run", f"{svc.name}.pid"),
         "--control-socket", plan.path("run", f"{svc.name}.ctl"),
         "--log-level", "warning", "--error-logfile", "-",
+        # The entry applies X-Forwarded-Proto the same way under every server.
+        "--forwarded-allow-ips", "",
         f"{svc.module}:application",
     )
 

@@ -1,0 +1,93 @@
+"""Apache httpd + mod_wsgi in daemon mode: one WSGIDaemonProcess per service.
+
+Daemon mode only (WSGIRestrictEmbedded On), the global application group (C extensions
+break in sub-interpreters), the Authorization header passed through, chunked request
+bodies accepted. The module is a pip-built mod_wsgi found in the service's venv (built
+against that Python with apache2-dev's apxs) or Debian's libapache2-mod-wsgi-py3.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+
+from wsgistack.backends import apache
+from wsgistack.backends.base import Proc, Requirement, entry_files
+from wsgistack.backends.quoting import apache as q
+from wsgistack.backends.uwsgi import DEBIAN_PYTHON
+from wsgistack.plan import Plan, ServicePlan
+
+ID = "mod_wsgi"
+FRONT_END = True
+DESCRIPTION = "Apache httpd + mod_wsgi daemon mode, every service under one front door"
+DEBIAN_MODULE = f"{apache.MODULES}/mod_wsgi.so"
+
+
+def module_path(plan: Plan) -> str:
+    """The pip-built mod_wsgi of the first service's interpreter, else Debian's."""
+    home = plan.services[0].python_home
+    built = sorted(glob.glob(os.path.join(
+        home, "lib", "python3*", "site-packages", "mod_wsgi", "server", "mod_wsgi-py*.so")))
+    return built[0] if built else DEBIAN_MODULE
+
+
+def daemon(svc: ServicePlan) -> list[str]:
+    """The daemon process group and alias of one service (its limits come separately)."""
+    cfg = svc.config
+    options = [
+        f"processes={cfg.processes}", f"threads={cfg.threads}", "display-name=%{GROUP}",
+        f"python-home={q(svc.python_home)}", f"home={q(svc.working_dir)}",
+        "lang=C.UTF-8", "locale=C.UTF-8", f"request-timeout={cfg.timeout}",
+        f"socket-timeout={cfg.timeout}", "header-buffer-size=65536",
+    ]
+    return [
+        f"WSGIDaemonProcess {svc.name} " + " ".join(options),
+        f"WSGIScriptAlias {q(svc.prefix or '/')} {q(svc.entry)} process-group={svc.name} "
+        "application-group=%{GLOBAL}",
+    ]
+
+
+def render(plan: Plan) -> dict[str, str]:
+    body = [
+        f"LoadModule wsgi_module {q(module_path(plan))}",
+        "WSGIRestrictEmbedded On",
+        f"WSGISocketPrefix {q(plan.path('run', 'wsgi'))}",
+        "WSGIPassAuthorization On",
+        "WSGIChunkedRequest On",
+        f"<Directory {q(plan.path('entries'))}>",
+        "    Require all granted",
+        "</Directory>",
+    ]
+    for svc in apache.by_specificity(plan):
+        body += daemon(svc)
+    for svc in reversed(apache.by_specificity(plan)):  # <Location>s merge: most specific last
+        body += apache.location_limits(svc)
+    conf = apache.httpd_conf(plan, [], body)
+    return {**entry_files(plan, mount=False), "conf/httpd.conf": conf}
+
+
+def command(plan: Plan) -> list[Proc]:
+    return apache.command(plan)
+
+
+def requirements(plan: Plan) -> list[Requirement]:
+    so = module_path(plan)
+    reqs = apache.requirements(plan, [])
+    reqs.append(Requirement("mod_wsgi", "file", so, "apt-get install libapache2-mod-wsgi-py3 "
+                            "(or pip install mod_wsgi into the service's venv)"))
+    for svc in plan.services:
+        if so == DEBIAN_MODULE:
+            reqs.append(Requirement(
+                f"service {svc.name} to run on {DEBIAN_PYTHON} (Debian's mod_wsgi embeds it)",
+                "debian-python", svc.python,
+                f"pip install mod_wsgi into the service's venv, or create the venv from "
+                f"{DEBIAN_PYTHON}", python=svc.python))
+        user = apache.worker_user()
+        if user:
+            reqs.append(apache.readable(
+                os.path.realpath(svc.python), user, f"the interpreter of service {svc.name}",
+                "use a Python outside /root (e.g. a venv of /usr/bin/python3)"))
+            reqs.append(apache.readable(
+                svc.python_home, user, f"the venv of service {svc.name}",
+                "create the venv outside a private directory"))
+    return reqs

@@ -1,0 +1,170 @@
+"""Live: the example stack under every real server, started on free loopback ports."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import tempfile
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Stack, alive, free_port
+from wsgistack import runtime
+from wsgistack.backends import BACKENDS, apache
+
+pytestmark = pytest.mark.live
+
+MANIFEST = """
+[stack]
+name = "live"
+base_port = {port}
+start_timeout = 30
+[services.catalog]
+app = "wsgistack.apps.catalog:application"
+prefix = "/"
+[services.probe]
+app = "wsgistack.apps.probe:application"
+health_path = "/status/200"
+upload = true
+[services.api]
+app = "sampleapp:application"
+prefix = "/api/v1"
+python_path = ["{fixtures}"]
+processes = 1
+threads = 2
+"""
+
+
+@pytest.fixture
+def shared_stack() -> Iterator[Stack]:
+    """A stack in a directory Apache's and nginx's worker user (www-data) can reach: pytest's
+    own tmp_path sits under a private /tmp/pytest-of-root."""
+    root = Path(tempfile.mkdtemp(prefix="wsgistack-live-", dir="/tmp"))
+    root.chmod(0o755)
+    fixtures = root / "fixtures"
+    shutil.copytree(Path(__file__).parent / "fixtures", fixtures)
+    for path in [fixtures, *fixtures.rglob("*")]:
+        path.chmod(path.stat().st_mode | stat.S_IROTH | (stat.S_IXOTH if path.is_dir() else 0))
+    st = Stack(root)
+    yield st
+    pids = st.pids()
+    st.cli("down")
+    for pid in pids:
+        assert not alive(pid), f"pid {pid} survived down"
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def get(url: str, headers: dict[str, str] | None = None) -> dict:
+    req = urllib.request.Request(url, headers=headers or {})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return json.loads(resp.read())
+
+
+@pytest.mark.parametrize("backend", sorted(BACKENDS))
+def test_example_stack_under_every_backend(shared_stack, backend):
+    port = free_port()
+    fixtures = shared_stack.root / "fixtures"
+    shared_stack.write(MANIFEST.format(port=port, fixtures=fixtures))
+    res = shared_stack.cli("up", "--detach", "--backend", backend)
+    assert res.code == 0, res.err
+    assert res.out.count("healthy") == 3
+    catalog = get(f"http://127.0.0.1:{port}/")
+    urls = {s["name"]: s["url"] for s in catalog["services"]}
+    front = BACKENDS[backend].FRONT_END
+    probe_port = port if front else port + 1
+    assert urls["probe"] == f"http://127.0.0.1:{probe_port}/probe/"
+    echo = get(urls["probe"] + "x/y?z=1", {"Authorization": "Bearer t0ken"})
+    assert (echo["SCRIPT_NAME"], echo["PATH_INFO"], echo["QUERY_STRING"]) == (
+        "/probe", "/x/y", "z=1")
+    assert echo["HTTP_HOST"] == f"127.0.0.1:{probe_port}"
+    assert echo["HTTP_AUTHORIZATION"] == "Bearer t0ken"
+    api = get(urls["api"] + "things")
+    assert api["link"] == f"{urls['api']}v1"  # links built from SCRIPT_NAME carry the prefix
+    assert api["argv"] == ["api"]
+    health = get(f"http://127.0.0.1:{port}/healthcheck")
+    assert health["healthy"] is True
+    pids = shared_stack.pids()
+    assert shared_stack.cli("status").code == 0
+    assert shared_stack.cli("down").code == 0
+    assert not [p for p in pids if alive(p)]
+
+
+def test_check_shows_backends_agreeing(shared_stack):
+    shared_stack.write(MANIFEST.format(port=free_port(), fixtures=shared_stack.root))
+    backends = "granian,gunicorn,mod_wsgi,apache+uwsgi,nginx+uwsgi"
+    res = shared_stack.cli("check", "probe", "--backends", backends)
+    assert res.code == 0, res.out + res.err
+    rows = res.out.splitlines()
+    assert rows[0].split() == ["check", *backends.split(",")]
+    assert not [r for r in rows if r.startswith("DIFF")]
+    chunked = next(r for r in rows if "chunked" in r)
+    assert chunked.count("5242880 read, sha ok") == 5
+    assert res.err.splitlines()[-1] == "all 5 backends agree on probe"
+
+
+def test_check_reports_a_diverging_backend(shared_stack):
+    """A service whose behaviour depends on the server: the check must say so."""
+    shared_stack.write(MANIFEST.format(port=free_port(), fixtures=shared_stack.root)
+                       + '\n[services.soft]\napp = "sampleapp:application"\n'
+                       f'python_path = ["{shared_stack.root / "fixtures"}"]\n')
+    res = shared_stack.cli("check", "probe", "--backends", "granian,mod_wsgi")
+    assert res.code == 0, res.err
+    # The server itself differs: reported as info, never as agreement on behaviour.
+    assert "info  SERVER_SOFTWARE" in res.out
+    assert "Granian" in res.out and "Apache" in res.out
+
+
+def test_missing_server_binary(stack, monkeypatch):
+    monkeypatch.setenv("PATH", "/nonexistent")
+    stack.write(f'[stack]\nbackend = "uwsgi"\nbase_port = {free_port()}\n'
+                '[services.p]\napp = "wsgistack.apps.probe:application"\n')
+    res = stack.cli("up", "--detach")
+    assert res.code == 2
+    assert res.err.splitlines()[-1] == (
+        "wsgistack: error: backend uwsgi needs uwsgi: uwsgi is missing; apt-get install uwsgi")
+    assert stack.pids() == []
+
+
+def test_missing_apache_module(stack, monkeypatch, tmp_path):
+    modules = tmp_path / "modules"
+    modules.mkdir()
+    for so in Path(apache.MODULES).glob("*.so"):
+        if so.name != "mod_proxy_uwsgi.so":
+            (modules / so.name).symlink_to(so)
+    monkeypatch.setattr(apache, "MODULES", str(modules))
+    stack.write(f'[stack]\nbackend = "apache+uwsgi"\nbase_port = {free_port()}\n'
+                '[services.p]\napp = "wsgistack.apps.probe:application"\n')
+    res = stack.cli("up", "--detach")
+    assert res.code == 2
+    assert res.err.splitlines()[-1] == (
+        f"wsgistack: error: backend apache+uwsgi needs mod_proxy_uwsgi: "
+        f"{modules}/mod_proxy_uwsgi.so is missing; apt-get install apache2 "
+        "(it ships mod_proxy_uwsgi)")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="Apache serves as www-data only when root")
+def test_unreadable_interpreter_is_explained(stack, tmp_path):
+    private = tmp_path / "private"
+    (private / "venv" / "bin").mkdir(parents=True)
+    (private / "venv" / "bin" / "python").symlink_to(os.path.realpath("/usr/bin/python3"))
+    private.chmod(0o700)
+    assert not runtime.reachable(str(private / "venv"), "www-data")
+    assert runtime.reachable("/usr/bin/python3", "www-data")
+    state = Path(tempfile.mkdtemp(prefix="wsgistack-state-", dir="/tmp"))
+    state.chmod(0o755)
+    stack.write(f'[stack]\nbackend = "mod_wsgi"\nbase_port = {free_port()}\n'
+                f'state_dir = "{state}"\n'
+                f'[services.p]\napp = "wsgistack.apps.probe:application"\n'
+                f'venv = "{private / "venv"}"\n')
+    res = stack.cli("up", "--detach")
+    shutil.rmtree(state, ignore_errors=True)
+    assert res.code == 2
+    assert res.err.splitlines()[-1] == (
+        f"wsgistack: error: backend mod_wsgi needs the venv of service p to be readable by "
+        f"Apache's user www-data: {private / 'venv'} is unreadable; create the venv outside a "
+        "private directory, or make every parent directory searchable (chmod o+x)")
