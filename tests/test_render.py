@@ -34,12 +34,12 @@ def test_golden(case, backend, monkeypatch):
     files = rendered(case, backend, monkeypatch)
     golden = HERE / "golden" / case / backend.replace("+", "-")
     if os.environ.get("WSGISTACK_UPDATE_GOLDEN"):
-        runtime.write_files(str(golden), files)
-    expected = {str(p.relative_to(golden)): p.read_text()
-                for p in golden.rglob("*") if p.is_file()}
+        runtime.write_files(str(golden), {f"{rel}.golden": text for rel, text in files.items()})
+    expected = {str(p.relative_to(golden)).removesuffix(".golden"): p.read_text()
+                for p in golden.rglob("*.golden")}
     assert sorted(files) == sorted(expected)
     for rel, text in files.items():
-        assert text == expected[rel], f"{golden / rel} differs"
+        assert text == expected[rel], f"{golden / rel}.golden differs"
 
 
 def test_mod_wsgi_defaults(monkeypatch):
