@@ -189,8 +189,7 @@ def run_one(m: Manifest, service: str, backend: str) -> dict[str, str]:
         target = Target(url.hostname or "127.0.0.1", url.port or 80, svc.prefix)
         return {name: fn(target) for name, _, fn in CHECKS}
     finally:
-        runtime.stop(running)
-        runtime.state_path(p.state).unlink(missing_ok=True)
+        runtime.stop_stack(p.state, running)
 
 
 def run(m: Manifest, service: str, backends: list[str],

@@ -69,8 +69,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         return 0
     _say("running in the foreground; Ctrl-C stops the stack")
     code = runtime.wait_foreground(running, lambda m: _say(f"  {m}"))
-    runtime.stop(running)
-    runtime.state_path(p.state).unlink(missing_ok=True)
+    runtime.stop_stack(p.state, running)
     _say("stopped")
     return code
 
@@ -175,8 +174,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     running = runtime.up(p, lambda msg: _say(f"  {msg}"))
     print(catalog_table(p, running), flush=True)
     code = runtime.wait_foreground(running, lambda msg: _say(f"  {msg}"))
-    runtime.stop(running)
-    runtime.state_path(p.state).unlink(missing_ok=True)
+    runtime.stop_stack(p.state, running)
     return code
 
 

@@ -345,10 +345,15 @@ def up(plan: Plan, progress: Callable[[str], None]) -> list[Running]:
             save_state(plan, running)
         wait_healthy(plan, running, progress)
     except BaseException:
-        stop(running)
-        state_path(plan.state).unlink(missing_ok=True)
+        stop_stack(plan.state, running)
         raise
     return running
+
+
+def stop_stack(state_dir: str, running: list[Running]) -> None:
+    """Stop what `up` started with its state in `state_dir`, and forget it."""
+    stop(running)
+    state_path(state_dir).unlink(missing_ok=True)
 
 
 def down(state_dir: str) -> list[Running]:
@@ -356,8 +361,7 @@ def down(state_dir: str) -> list[Running]:
     if state is None:
         return []
     running = running_from(state)
-    stop(running)
-    state_path(state_dir).unlink(missing_ok=True)
+    stop_stack(state_dir, running)
     return running
 
 

@@ -10,25 +10,18 @@ serves as www-data, which must then be able to reach every file it is given.
 from __future__ import annotations
 
 import math
-import os
 import shutil
 
-from wsgistack.backends.base import Proc, Requirement, log_path
+from wsgistack.backends.base import Proc, Requirement, log_path, readable, worker_user
 from wsgistack.backends.quoting import apache as q
 from wsgistack.plan import Plan, ServicePlan
 
 MODULES = "/usr/lib/apache2/modules"
 THREADS_PER_CHILD = 25
-WORKER_USER = "www-data"
 
 
 def binary() -> str:
     return shutil.which("apache2") or shutil.which("httpd") or "/usr/sbin/apache2"
-
-
-def worker_user() -> str:
-    """Apache's serving user: www-data when started as root, else whoever starts it."""
-    return WORKER_USER if os.geteuid() == 0 else ""
 
 
 def capacity(plan: Plan) -> int:
@@ -132,10 +125,3 @@ def requirements(plan: Plan, modules: list[str]) -> list[Requirement]:
         reqs.append(readable(plan.path("entries"), user, "the state dir",
                              "set [stack] state_dir outside a private directory such as /root"))
     return reqs
-
-
-def readable(path: str, user: str, what: str, fix: str) -> Requirement:
-    return Requirement(
-        f"{what} to be readable by Apache's user {user}", "readable", path,
-        f"{fix}, or make every parent directory searchable (chmod o+x)", user=user,
-    )

@@ -43,7 +43,7 @@ def proxy(svc: ServicePlan) -> list[str]:
 def listen(svc: ServicePlan) -> list[str]:
     if svc.config.upload:
         return uwsgi.http_upload_listen(svc.socket)
-    return [f"socket = {svc.socket}", "chmod-socket = 666"]
+    return uwsgi.socket_listen(svc)
 
 
 def render(plan: Plan) -> dict[str, str]:

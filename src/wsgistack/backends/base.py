@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -49,21 +50,20 @@ class Backend(Protocol):
     def requirements(self, plan: Plan) -> list[Requirement]: ...
 
 
-def entry_files(plan: Plan, *, mount: bool | Callable[[ServicePlan], bool]) -> dict[str, str]:
+def entry_files(plan: Plan, *, mount: bool) -> dict[str, str]:
     """Entry files for every service, relative to the state dir.
 
-    `mount` (for all services, or per service): the server passes the full path and no
-    SCRIPT_NAME, so the entry splits the prefix itself. Every entry also enforces the body
+    `mount`: the server passes the full path and no SCRIPT_NAME, so the entry splits the
+    prefix itself. Every entry also enforces the body
     limit on a declared length: not every server or front end does (Apache's proxy does not).
     """
     files = {}
     for svc in plan.services:
-        mounted = mount(svc) if callable(mount) else mount
         cfg = svc.config
         spec = entry.EntrySpec(
             app=cfg.app, name=cfg.name, env=svc.env, args=cfg.args,
             python_path=cfg.python_path, working_dir=svc.working_dir,
-            mount=svc.prefix if mounted else "",
+            mount=svc.prefix if mount else "",
             max_body=cfg.max_body,
         )
         files[f"entries/{svc.module}.py"] = entry.render(spec)
@@ -78,4 +78,20 @@ def python_module(svc: ServicePlan, module: str, package: str) -> Requirement:
     return Requirement(
         what=f"{module} (for service {svc.name})", kind="module", name=module,
         fix=f"{svc.python} -m pip install {package}", python=svc.python,
+    )
+
+
+WORKER_USER = "www-data"
+
+
+def worker_user() -> str:
+    """The user a front end (Apache, nginx) serves as: www-data when started as root (Apache
+    refuses to serve as root), else whoever starts it ("")."""
+    return WORKER_USER if os.geteuid() == 0 else ""
+
+
+def readable(path: str, user: str, what: str, fix: str, server: str = "Apache") -> Requirement:
+    return Requirement(
+        f"{what} to be readable by {server}'s user {user}", "readable", path,
+        f"{fix}, or make every parent directory searchable (chmod o+x)", user=user,
     )

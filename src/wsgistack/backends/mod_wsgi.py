@@ -12,7 +12,7 @@ import glob
 import os
 
 from wsgistack.backends import apache
-from wsgistack.backends.base import Proc, Requirement, entry_files
+from wsgistack.backends.base import Proc, Requirement, entry_files, readable, worker_user
 from wsgistack.backends.quoting import apache as q
 from wsgistack.backends.uwsgi import DEBIAN_PYTHON
 from wsgistack.plan import Plan, ServicePlan
@@ -82,12 +82,12 @@ def requirements(plan: Plan) -> list[Requirement]:
                 "debian-python", svc.python,
                 f"pip install mod_wsgi into the service's venv, or create the venv from "
                 f"{DEBIAN_PYTHON}", python=svc.python))
-        user = apache.worker_user()
+        user = worker_user()
         if user:
-            reqs.append(apache.readable(
+            reqs.append(readable(
                 os.path.realpath(svc.python), user, f"the interpreter of service {svc.name}",
                 "use a Python outside /root (e.g. a venv of /usr/bin/python3)"))
-            reqs.append(apache.readable(
+            reqs.append(readable(
                 svc.python_home, user, f"the venv of service {svc.name}",
                 "create the venv outside a private directory"))
     return reqs

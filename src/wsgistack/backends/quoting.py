@@ -27,8 +27,3 @@ def ini(value: str) -> str:
     """A uWSGI ini value: taken verbatim to the end of the line."""
     return _no_newline(value, "uWSGI ini")
 
-
-def systemd(value: str) -> str:
-    """A systemd unit argument, double-quoted, with `%` specifiers escaped."""
-    value = _no_newline(value, "systemd")
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%") + '"'

@@ -56,6 +56,11 @@ def ini(plan: Plan, svc: ServicePlan, listen: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def socket_listen(svc: ServicePlan) -> list[str]:
+    """The uwsgi-protocol UNIX socket a front end (Apache, nginx, as www-data) connects to."""
+    return [f"socket = {quoting.ini(svc.socket)}", "chmod-socket = 666"]
+
+
 def http_upload_listen(socket: str) -> list[str]:
     """An HTTP socket for upload services behind Apache (devstack's path for Glance)."""
     return [
