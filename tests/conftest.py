@@ -4,7 +4,6 @@ import contextlib
 import io
 import os
 import signal
-import socket
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,10 +16,9 @@ from wsgistack import cli, runtime
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def free_port(count: int = 3) -> int:
+    """A base port with room for the example stacks' three services."""
+    return runtime.free_ports("127.0.0.1", count)
 
 
 @dataclass

@@ -94,17 +94,17 @@ def test_example_stack_under_every_backend(shared_stack, backend):
     assert not [p for p in pids if alive(p)]
 
 
-def test_check_shows_backends_agreeing(shared_stack):
+def test_check_shows_all_backends_agreeing(shared_stack):
     shared_stack.write(MANIFEST.format(port=free_port(), fixtures=shared_stack.root))
-    backends = "granian,gunicorn,mod_wsgi,apache+uwsgi,nginx+uwsgi"
-    res = shared_stack.cli("check", "probe", "--backends", backends)
+    res = shared_stack.cli("check", "probe", "--backends", "all")
     assert res.code == 0, res.out + res.err
     rows = res.out.splitlines()
-    assert rows[0].split() == ["check", *backends.split(",")]
+    assert rows[0].split() == ["check", *BACKENDS]
     assert not [r for r in rows if r.startswith("DIFF")]
-    chunked = next(r for r in rows if "chunked" in r)
-    assert chunked.count("5242880 read, sha ok") == 5
-    assert res.err.splitlines()[-1] == "all 5 backends agree on probe"
+    for row, want in (("chunked", "5242880 read, sha ok"), ("streamed", "HTTP 200, 8388608")):
+        line = next(r for r in rows if row in r)
+        assert line.count(want) == len(BACKENDS), line
+    assert res.err.splitlines()[-1] == f"all {len(BACKENDS)} backends agree on probe"
 
 
 def test_check_reports_a_diverging_backend(shared_stack):

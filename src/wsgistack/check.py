@@ -167,12 +167,6 @@ CHECKS: list[Check] = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def run_one(m: Manifest, service: str, backend: str) -> dict[str, str]:
     """Bring `service` up alone under `backend`, run every check, stop it."""
     svc = m.service(service)
@@ -181,7 +175,7 @@ def run_one(m: Manifest, service: str, backend: str) -> dict[str, str]:
         processes=min(svc.processes, 2))
     alone = dataclasses.replace(
         m, services=(svc,),
-        stack=dataclasses.replace(m.stack, base_port=_free_port(), host="127.0.0.1"))
+        stack=dataclasses.replace(m.stack, base_port=runtime.free_ports(), host="127.0.0.1"))
     p = plans.build(alone, backend, state=Path(m.state_path, "check", backend.replace("+", "-")))
     running = runtime.up(p, lambda _m: None)
     try:

@@ -15,6 +15,7 @@ Spec forms:
 from __future__ import annotations
 
 import ast
+import contextlib
 import importlib
 import inspect
 import os
@@ -292,18 +293,10 @@ def server_quirks(app: WSGIApp) -> WSGIApp:
     - SCRIPT_NAME is always present, and HTTP_CONTENT_TYPE/HTTP_CONTENT_LENGTH never are
       (uWSGI behind nginx gets both wrong; PEP 3333 says otherwise).
     - With WSGISTACK_CLOSE_UNFRAMED set (uWSGI's http11-socket, which neither chunks nor
-      closes), a response without a length says `Connection: close`, so the client reads it
-      to the end instead of waiting on a kept-alive connection.
+      closes), a response without a length says `Connection: close` and the connection is
+      shut down after its body, so the client sees where it ends.
     """
     close_unframed = bool(os.environ.get("WSGISTACK_CLOSE_UNFRAMED"))
-
-    def framed(start_response: Callable[..., Any]) -> Callable[..., Any]:
-        def start(status: str, headers: list[tuple[str, str]], *exc: Any) -> Any:
-            if not any(k.lower() == "content-length" for k, _ in headers):
-                headers = [*headers, ("Connection", "close")]
-            return start_response(status, headers, *exc)
-
-        return start
 
     def uniform(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         environ.setdefault("SCRIPT_NAME", "")
@@ -319,7 +312,54 @@ def server_quirks(app: WSGIApp) -> WSGIApp:
             environ["wsgi.input"] = _UwsgiChunkedInput(uwsgi)
             environ["wsgi.input_terminated"] = True
         if close_unframed:
-            start_response = framed(start_response)
+            return _close_unframed(app, environ, start_response)
         return app(environ, start_response)
 
     return uniform
+
+
+def _close_unframed(app: WSGIApp, environ: dict[str, Any],
+                    start_response: Callable[..., Any]) -> Any:
+    """Run `app` under uWSGI's http11-socket so a response without a length is delimited by
+    the end of the connection. uWSGI keeps such a connection alive whatever the headers say
+    (its proto_http11_close "does not honour Connection: close"), so the client would wait
+    forever: after the body, the socket is shut down, which ends both the client's read and
+    uWSGI's wait for a next request on it."""
+    unframed = []
+
+    def start(status: str, headers: list[tuple[str, str]], *exc: Any) -> Any:
+        if not any(k.lower() == "content-length" for k, _ in headers):
+            headers = [*headers, ("Connection", "close")]
+            unframed.append(True)
+        return start_response(status, headers, *exc)
+
+    # Wrapped whatever the headers: a generator app calls start_response only once iterated.
+    return _ShutdownAfter(app(environ, start), unframed)
+
+
+class _ShutdownAfter:
+    def __init__(self, result: Any, unframed: list[bool]) -> None:
+        self._result = result
+        self._unframed = unframed
+
+    def __iter__(self) -> Any:
+        return iter(self._result)
+
+    def close(self) -> None:
+        try:
+            if hasattr(self._result, "close"):
+                self._result.close()
+        finally:
+            if self._unframed:
+                _shutdown_uwsgi_connection()
+
+
+def _shutdown_uwsgi_connection() -> None:
+    import socket
+
+    import uwsgi  # only importable under uWSGI
+
+    # shutdown() acts on the connection shared with uWSGI's own fd; the duplicate is closed.
+    with contextlib.suppress(OSError), socket.fromfd(
+            uwsgi.connection_fd(), socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.shutdown(socket.SHUT_RDWR)

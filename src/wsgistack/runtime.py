@@ -14,6 +14,7 @@ import http.client
 import json
 import os
 import pwd
+import random
 import shutil
 import signal
 import socket
@@ -32,6 +33,7 @@ from wsgistack.plan import Plan, ServicePlan
 
 STATE_FILE = "state.json"
 STOP_GRACE = 15.0
+START_MARK = "--- wsgistack: starting "
 # Children we started, kept so they can be reaped; a detached stack outlives this process.
 _children: dict[int, subprocess.Popen[bytes]] = {}
 
@@ -118,6 +120,29 @@ def check_ports(plan: Plan) -> None:
                 ) from None
 
 
+def free_ports(host: str = "127.0.0.1", count: int = 1) -> int:
+    """The first of `count` consecutive ports free on `host`, below the kernel's ephemeral
+    range: a port the kernel hands out for bind(0) can be taken a moment later as the source
+    port of some outgoing connection, and then nothing can listen on it."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range", encoding="ascii") as fh:
+            ephemeral = int(fh.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral = 32768
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    rng = random.Random()
+    for _ in range(200):
+        base = rng.randrange(10000, ephemeral - count)
+        try:
+            for port in range(base, base + count):
+                with socket.socket(family) as sock:
+                    sock.bind((host, port))
+        except OSError:
+            continue
+        return base
+    raise ServerError(f"no {count} consecutive free ports on {host} below {ephemeral}")
+
+
 # ---- process records -------------------------------------------------------------------
 
 def _proc_stat(pid: int) -> list[str]:
@@ -145,6 +170,7 @@ class Running:
     started: str  # the kernel's start time of pid, to tell it from a recycled pid
     log: str
     serves: tuple[str, ...]
+    ready: tuple[str, int] | None = None  # from Proc.ready; known only to the `up` that started it
 
     def alive(self) -> bool:
         fields = _proc_stat(self.pid)
@@ -193,7 +219,7 @@ def start(proc: Proc) -> Running:
     Path(proc.log).parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, **proc.env}
     with open(proc.log, "ab") as log:
-        log.write(f"--- wsgistack: starting {' '.join(proc.argv)}\n".encode())
+        log.write(f"{START_MARK}{' '.join(proc.argv)}\n".encode())
         log.flush()
         try:
             child = subprocess.Popen(
@@ -205,7 +231,7 @@ def start(proc: Proc) -> Running:
                 from None
     _children[child.pid] = child
     return Running(proc.name, child.pid, _start_time(child.pid), proc.log,
-                   proc.serves or (proc.name,))
+                   proc.serves or (proc.name,), proc.ready)
 
 
 def _reap(pid: int) -> None:
@@ -292,7 +318,7 @@ def wait_healthy(plan: Plan, running: list[Running],
                 raise _failure(svc, proc, "exited during start-up")
             status, why = http_status(svc.health_url, timeout=1.0)
             last[name] = f"HTTP {status}" if status else why
-            if status == svc.config.health_status:
+            if status == svc.config.health_status and _workers_ready(proc):
                 del pending[name]
                 progress(f"{name} healthy")
             elif status >= 500 and not plan.front_port:
@@ -310,6 +336,21 @@ def wait_healthy(plan: Plan, running: list[Running],
         if pending:
             time.sleep(0.05)
     return {}
+
+
+def _workers_ready(proc: Running) -> bool:
+    """Whether every worker has logged its ready line since this start. uWSGI loads the app
+    in each worker after fork (lazy-apps): a worker still loading when `down` comes misses
+    the graceful stop and holds it up for worker-reload-mercy."""
+    if proc.ready is None:
+        return True
+    line, count = proc.ready
+    try:
+        text = Path(proc.log).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    since_start = text.rsplit(START_MARK, 1)[-1]
+    return sum(1 for ln in since_start.splitlines() if ln == line) >= count
 
 
 def _failure(svc: ServicePlan, proc: Running, what: str) -> ServerError:

@@ -26,7 +26,9 @@ def proxy(svc: ServicePlan) -> list[str]:
     # (no trailing slash on either side), the root to `/`.
     if svc.config.upload:
         target = f"unix:{svc.socket}|http://{svc.name}{path}"
-        extra = ["ProxyPreserveHost On", "SetEnv proxy-sendcl 1"]
+        # uWSGI closes its HTTP socket after each answer (http-keepalive = false): a pooled
+        # connection Apache reused could be the one uWSGI just closed, and the request a 502.
+        extra = ["ProxyPreserveHost On", "SetEnv proxy-sendcl 1", "SetEnv proxy-nokeepalive 1"]
     else:
         target = f"unix:{svc.socket}|uwsgi://{svc.name}{path}"
         extra = []

@@ -21,6 +21,9 @@ class Proc:
     cwd: str = "/"
     env: Mapping[str, str] = field(default_factory=dict)
     serves: tuple[str, ...] = ()  # services this process answers for (default: its name)
+    # A line the server logs as each worker becomes ready, and how many workers: healthy
+    # means all of them ready, not just the first to answer.
+    ready: tuple[str, int] | None = None
 
 
 @dataclass(frozen=True)
