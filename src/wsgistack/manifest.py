@@ -60,6 +60,10 @@ class StackConfig:
     start_timeout: float = setting(
         60.0, "Seconds `up` waits for every service's health check to pass.", minimum=1
     )
+    venv_python: str = setting(
+        "", "Interpreter that creates service venvs (empty: Debian's /usr/bin/python3 when "
+        "present, the one Debian's mod_wsgi and uWSGI embed, else the one running wsgistack)."
+    )
 
 
 @dataclass(frozen=True)
@@ -81,7 +85,8 @@ class ServiceConfig:
     threads: int = setting(1, "Threads per worker process.", minimum=1)
     env: Mapping[str, str] = setting(
         {}, "Environment variables set before the app is imported (servers do not inherit the "
-        "caller's environment; these are written into every server config)."
+        "caller's environment; these are written into every server config); values may use "
+        "`${variables}`."
     )
     args: tuple[str, ...] = setting(
         (), "The app's own `sys.argv[1:]` (the loader always gives the app a clean argv)."
@@ -91,7 +96,21 @@ class ServiceConfig:
         (), "Extra directories put on `sys.path` before the app is imported."
     )
     venv: str = setting(
-        "", "Virtualenv the service runs from (empty: the interpreter running wsgistack)."
+        "", "Virtualenv the service runs from (empty: its own venv when `requirements` are "
+        "given, else the interpreter running wsgistack)."
+    )
+    requirements: tuple[str, ...] = setting(
+        (), "pip requirements installed into the service's own venv, created under the state "
+        "dir and shared by services with the same list; reused while the list is unchanged."
+    )
+    templates: Mapping[str, str] = setting(
+        {}, "Config files to render before start: target (relative to the state dir) = "
+        "template (relative to the manifest), with `${variables}` substituted."
+    )
+    setup: tuple[str, ...] = setting(
+        (), "One-off commands (shell words, `${variables}` substituted) run in order before "
+        "the first start, with the service's env and venv; done again only when they change. "
+        "Output goes to logs/NAME-setup.log."
     )
     health_path: str = setting("/", "Path under the prefix that the health check requests.")
     health_status: int = setting(200, "HTTP status the health check expects.", minimum=100)
@@ -125,6 +144,23 @@ class Manifest:
             self.path, f"services.{name}",
             "no such service" + did_you_mean(name, [s.name for s in self.services]),
         )
+
+
+# The `${variables}` that env values, templates and setup commands may use, declared once.
+VARIABLES = {
+    "name": "the service's name",
+    "state": "the absolute state directory",
+    "data": "the service's data directory, `STATE/data/NAME`, owned by the user the app runs as",
+    "manifest_dir": "the directory of the manifest",
+    "url": "the service's public URL, without a trailing slash (`http://HOST:PORT/identity`)",
+    "front_url": "the front door's URL (`http://HOST:PORT`): the front end's port, or the "
+                 "first port (`base_port`) when each service listens itself",
+    "prefix": "the service's URL prefix (empty for the root)",
+    "user": "the user the app runs as (`www-data` under mod_wsgi when started as root)",
+    "group": "that user's primary group",
+    "venv": "the service's venv (its `sys.prefix`)",
+    "python": "the service's interpreter",
+}
 
 
 def settings_of(cls: type[Any]) -> list[dataclasses.Field[Any]]:
@@ -319,4 +355,9 @@ def settings_reference() -> str:
             kind, doc = type_name(hints[fld.name]), fld.metadata["doc"]
             lines.append(f"| `{fld.name}` | {kind} | {default} | {doc} |")
         lines.append("")
+    lines += ["## `${variables}`", "",
+              "Usable in `env` values, `templates` and `setup` commands (`$$` is a literal `$`).",
+              "", "| variable | value |", "| --- | --- |"]
+    lines += [f"| `${{{k}}}` | {v} |" for k, v in VARIABLES.items()]
+    lines.append("")
     return "\n".join(lines)

@@ -5,16 +5,38 @@ Backends render from a :class:`Plan` only; nothing downstream reads the manifest
 
 from __future__ import annotations
 
+import grp
+import hashlib
 import json
 import os
+import pwd
+import shlex
+import string
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 
 from wsgistack.apps.catalog import ENV_VAR as CATALOG_ENV
 from wsgistack.entry import module_name
-from wsgistack.manifest import Manifest, ServiceConfig
+from wsgistack.errors import ManifestError
+from wsgistack.manifest import VARIABLES, Manifest, ServiceConfig
+
+DEBIAN_PYTHON = "/usr/bin/python3"
+
+
+@dataclass(frozen=True)
+class Provision:
+    """What a service needs before its first start (see provision.py)."""
+
+    venv_base: str = ""  # interpreter that creates the service's own venv ("" : none created)
+    packages: tuple[str, ...] = ()  # what pip installs into it
+    data_dir: str = ""
+    user: str = ""  # who the app runs as, and so who owns data_dir
+    templates: tuple[tuple[str, str], ...] = ()  # (target, template), absolute
+    setup: tuple[tuple[str, ...], ...] = ()
+    variables: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -29,6 +51,7 @@ class ServicePlan:
     public_url: str
     health_url: str
     working_dir: str
+    provision: Provision = Provision()
 
     @property
     def name(self) -> str:
@@ -83,19 +106,80 @@ def _ports(manifest: Manifest, first: int) -> list[int]:
     return ports
 
 
-def interpreter(svc: ServiceConfig, root: Path) -> tuple[str, str]:
+def venv_python(manifest: Manifest) -> str:
+    if manifest.stack.venv_python:
+        return manifest.stack.venv_python
+    return DEBIAN_PYTHON if os.path.exists(DEBIAN_PYTHON) else getattr(
+        sys, "_base_executable", sys.executable)
+
+
+def _pinned(package: str) -> str:
+    """The server package at the version wsgistack runs with, so every venv serves alike."""
+    try:
+        return f"{package}=={metadata.version(package)}"
+    except metadata.PackageNotFoundError:
+        return package
+
+
+def own_venv(manifest: Manifest, svc: ServiceConfig, server_packages: tuple[str, ...],
+             state: str) -> tuple[str, tuple[str, ...]]:
+    """(venv dir, packages) of a service's own venv: named by its requirements, so services
+    with the same list share one and a changed list makes a new one. The server package a
+    backend needs (gunicorn, granian) is added to the same venv when first needed."""
+    key = hashlib.sha256(json.dumps([venv_python(manifest), sorted(svc.requirements)]).encode())
+    packages = (*svc.requirements, *(_pinned(p) for p in server_packages))
+    return os.path.join(state, "venvs", key.hexdigest()[:12]), packages
+
+
+def interpreter(svc: ServiceConfig, root: Path, own: str = "") -> tuple[str, str]:
     """(python, python_home) for a service: its venv's, else the one running wsgistack."""
-    if svc.venv:
-        home = str((root / svc.venv).absolute())
+    if svc.venv or own:
+        home = own or str((root / svc.venv).absolute())
         return os.path.join(home, "bin", "python"), home
     return sys.executable, sys.prefix
+
+
+def app_user(as_worker: bool) -> tuple[str, str]:
+    from wsgistack.backends.base import worker_user
+
+    pw = pwd.getpwnam(worker_user()) if as_worker and worker_user() else pwd.getpwuid(os.getuid())
+    return pw.pw_name, grp.getgrgid(pw.pw_gid).gr_name
+
+
+def substitute(text: str, variables: Mapping[str, str], where: str, key: str) -> str:
+    try:
+        return string.Template(text).substitute(variables)
+    except KeyError as exc:
+        raise ManifestError(
+            where, key, f"unknown variable ${{{exc.args[0]}}} (known: "
+            f"{', '.join(VARIABLES)}; write $$ for a literal $)") from None
+    except ValueError as exc:
+        raise ManifestError(where, key, f"{exc}; write $$ for a literal $") from None
+
+
+def _provision(manifest: Manifest, svc: ServiceConfig, variables: Mapping[str, str],
+               venv: tuple[str, tuple[str, ...]] | None) -> Provision:
+    where, key = manifest.path, f"services.{svc.name}"
+    templates = tuple(
+        (os.path.join(variables["state"], target),
+         str((manifest.root / source).absolute()))
+        for target, source in svc.templates.items())
+    setup = tuple(
+        tuple(shlex.split(substitute(cmd, variables, where, f"{key}.setup")))
+        for cmd in svc.setup)
+    return Provision(
+        venv_base=venv_python(manifest) if venv else "", packages=venv[1] if venv else (),
+        data_dir=variables["data"], user=variables["user"], templates=templates,
+        setup=setup, variables=variables)
 
 
 def build(manifest: Manifest, backend: str, state: Path | None = None) -> Plan:
     """Decide ports, sockets, paths and URLs for `manifest` deployed with `backend`."""
     from wsgistack.backends import get
 
-    front_end = get(backend).FRONT_END
+    server = get(backend)
+    front_end = server.FRONT_END
+    user, group = app_user(server.APP_AS_WORKER_USER)
     stack = manifest.stack
     state_dir = str((state or manifest.state_path).absolute())
     public = _url_host(stack.public_host or _connect_host(stack.host))
@@ -105,8 +189,10 @@ def build(manifest: Manifest, backend: str, state: Path | None = None) -> Plan:
     drafts = []
     for svc, port in zip(manifest.services, ports, strict=False):
         listen = front_port or port
-        python, home = interpreter(svc, manifest.root)
-        drafts.append((svc, port, listen, python, home))
+        venv = (own_venv(manifest, svc, server.SERVICE_PACKAGES, state_dir)
+                if svc.requirements and not svc.venv else None)
+        python, home = interpreter(svc, manifest.root, venv[0] if venv else "")
+        drafts.append((svc, port, listen, python, home, venv))
     catalog = json.dumps({
         "stack": stack.name,
         "services": [
@@ -116,12 +202,21 @@ def build(manifest: Manifest, backend: str, state: Path | None = None) -> Plan:
              "health_status": svc.health_status,
              # The catalog must not count itself: its own health is asked by `up`.
              "self": svc.app.startswith("wsgistack.apps.catalog")}
-            for svc, _, listen, _, _ in drafts
+            for svc, _, listen, _, _, _ in drafts
         ],
     }, sort_keys=True)
     services = []
-    for svc, port, listen, python, home in drafts:
-        env = {**svc.env, CATALOG_ENV: catalog}
+    for svc, port, listen, python, home, venv in drafts:
+        variables = {
+            "name": svc.name, "state": state_dir,
+            "data": os.path.join(state_dir, "data", svc.name),
+            "manifest_dir": str(manifest.root), "url": f"http://{public}:{listen}{svc.prefix}",
+            "front_url": f"http://{public}:{front_port or stack.base_port}",
+            "prefix": svc.prefix, "user": user, "group": group, "venv": home, "python": python,
+        }
+        env = {k: substitute(v, variables, manifest.path, f"services.{svc.name}.env.{k}")
+               for k, v in svc.env.items()}
+        env[CATALOG_ENV] = catalog
         services.append(ServicePlan(
             config=svc,
             port=port,
@@ -133,6 +228,7 @@ def build(manifest: Manifest, backend: str, state: Path | None = None) -> Plan:
             public_url=f"http://{public}:{listen}{svc.prefix}/",
             health_url=f"http://{connect}:{listen}{svc.prefix}{svc.health_path}",
             working_dir=str((manifest.root / svc.working_dir).absolute()),
+            provision=_provision(manifest, svc, variables, venv),
         ))
     return Plan(
         name=stack.name, source=manifest.path, backend=backend, host=stack.host,

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from wsgistack import provision
 from wsgistack.backends import get
 from wsgistack.backends.base import Proc, Requirement
 from wsgistack.errors import ServerError
@@ -374,11 +375,14 @@ def up(plan: Plan, progress: Callable[[str], None]) -> list[Running]:
             f"stack '{plan.name}' is already up (state in {plan.state}); run `wsgistack down` "
             "first, or use another [stack] state_dir"
         )
+    provision.prepare(plan, progress)  # first: the requirement checks look into the venvs
     check_ports(plan)
     write_files(plan.state, render(plan))
     for sub in ("run", "logs"):
         Path(plan.state, sub).mkdir(parents=True, exist_ok=True)
     check_requirements(plan)  # after writing: some ask whether the server can read the files
+    provision.render_templates(plan)
+    provision.run_setup(plan, progress)
     running: list[Running] = []
     try:
         for proc in get(plan.backend).command(plan):

@@ -15,6 +15,8 @@ from wsgistack.plan import Plan, ServicePlan
 
 ID = "apache+uwsgi"
 FRONT_END = True
+SERVICE_PACKAGES: tuple[str, ...] = ()  # what a service's own venv must hold
+APP_AS_WORKER_USER = False  # the app runs as the front end's worker user
 DESCRIPTION = "Apache httpd (mod_proxy_uwsgi) in front of uWSGI on UNIX sockets"
 MODULES = ["proxy", "proxy_uwsgi", "proxy_http", "env", "rewrite"]
 

@@ -45,6 +45,8 @@ class Backend(Protocol):
     ID: str
     FRONT_END: bool
     DESCRIPTION: str
+    SERVICE_PACKAGES: tuple[str, ...]
+    APP_AS_WORKER_USER: bool
 
     def render(self, plan: Plan) -> dict[str, str]: ...
 

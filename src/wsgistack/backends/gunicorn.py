@@ -12,6 +12,8 @@ from wsgistack.plan import Plan, ServicePlan
 
 ID = "gunicorn"
 FRONT_END = False
+SERVICE_PACKAGES: tuple[str, ...] = ("gunicorn",)  # what a service's own venv must hold
+APP_AS_WORKER_USER = False  # the app runs as the front end's worker user
 DESCRIPTION = "gunicorn (gthread) per service, each on its own port"
 
 

@@ -19,6 +19,8 @@ from wsgistack.plan import Plan, ServicePlan
 
 ID = "mod_wsgi"
 FRONT_END = True
+SERVICE_PACKAGES: tuple[str, ...] = ()  # what a service's own venv must hold
+APP_AS_WORKER_USER = True  # the app runs as the front end's worker user
 DESCRIPTION = "Apache httpd + mod_wsgi daemon mode, every service under one front door"
 DEBIAN_MODULE = f"{apache.MODULES}/mod_wsgi.so"
 

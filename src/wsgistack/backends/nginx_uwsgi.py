@@ -25,6 +25,8 @@ from wsgistack.plan import Plan, ServicePlan
 
 ID = "nginx+uwsgi"
 FRONT_END = True
+SERVICE_PACKAGES: tuple[str, ...] = ()  # what a service's own venv must hold
+APP_AS_WORKER_USER = False  # the app runs as the front end's worker user
 DESCRIPTION = "nginx (uwsgi_pass) in front of uWSGI on UNIX sockets"
 
 UWSGI_PARAMS = """\

@@ -14,6 +14,8 @@ from wsgistack.plan import Plan, ServicePlan
 
 ID = "uwsgi"
 FRONT_END = False
+SERVICE_PACKAGES: tuple[str, ...] = ()  # what a service's own venv must hold
+APP_AS_WORKER_USER = False  # the app runs as the front end's worker user
 DESCRIPTION = "uWSGI per service on its own port (http11-socket)"
 PLUGIN = "/usr/lib/uwsgi/plugins/python3_plugin.so"
 DEBIAN_PYTHON = "/usr/bin/python3"
