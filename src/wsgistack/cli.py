@@ -194,6 +194,23 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 1 if differ or skipped else 0
 
 
+def cmd_audit(args: argparse.Namespace) -> int:
+    from wsgistack import audit
+    from wsgistack.audit import report
+
+    paths = [*args.paths, *(audit.read_list(args.list) if args.list else [])]
+    if not paths:
+        raise WsgistackError("audit: name at least one source tree, or --list FILE")
+    audits = [audit.audit_tree(p) for p in paths]
+    out = report.FORMATS[args.format](audits)
+    if args.output:
+        Path(args.output).write_text(out, encoding="utf-8")
+        _say(f"wrote {args.output} ({len(audits)} project(s))")
+    else:
+        sys.stdout.write(out)
+    return 0
+
+
 def cmd_settings(_args: argparse.Namespace) -> int:
     print(manifest.settings_reference())
     return 0
@@ -242,6 +259,12 @@ def parser() -> argparse.ArgumentParser:
     p = add("check", cmd_check, "run one service under each backend and compare, side by side")
     p.add_argument("service")
     p.add_argument("--backends", default="all", help="'all' or a comma-separated list")
+    p = add("audit", cmd_audit, "review source trees: can each project's API be deployed via "
+            "WSGI, and what blocks it (static reading, no import)")
+    p.add_argument("paths", nargs="*", metavar="DIR", help="source trees (checkouts, sdists)")
+    p.add_argument("--list", help="a file naming one tree per line")
+    p.add_argument("--format", choices=["text", "md", "json", "html"], default="text")
+    p.add_argument("-o", "--output", help="write the report here instead of stdout")
     add("settings", cmd_settings, "print the manifest settings reference (Markdown)")
     return top
 

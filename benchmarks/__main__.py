@@ -1,0 +1,179 @@
+"""`python -m benchmarks`: what wsgistack costs and what each backend gives, in one run.
+
+Every comparison is made inside this run, alternating the two sides round by round, and
+reported as medians and ratios: these machines are shared and noisy, absolute figures
+from different runs do not compare.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from pathlib import Path
+
+from benchmarks import report, servers, wrk
+from wsgistack import runtime
+from wsgistack.backends import BACKENDS
+
+AB_BACKENDS = ("granian", "gunicorn", "uwsgi", "mod_wsgi")
+MIB = 1024 * 1024
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    ap.add_argument("--duration", type=float, default=3.0, help="seconds per wrk run")
+    ap.add_argument("--rounds", type=int, default=3, help="alternations per A/B comparison")
+    ap.add_argument("--connections", type=int, default=16)
+    ap.add_argument("--processes", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--backends", default=",".join(BACKENDS))
+    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results.md")
+    return ap.parse_args(argv)
+
+
+def alternate(sides: dict[str, Callable[[], float]], rounds: int) -> dict[str, list[float]]:
+    """Run each side once per round, in turn, after one unmeasured warm-up each."""
+    for fn in sides.values():
+        fn()
+    runs: dict[str, list[float]] = {name: [] for name in sides}
+    for _ in range(rounds):
+        for name, fn in sides.items():
+            runs[name].append(fn())
+    return runs
+
+
+def rps(url: str, args: argparse.Namespace, upload: int = 0) -> Callable[[], float]:
+    def measure() -> float:
+        res = wrk.run(url, args.duration, args.connections, upload=upload)
+        if res.errors:
+            print(f"    {url}: {res.errors} errors")
+        return res.rps
+    return measure
+
+
+def ab_hello(args: argparse.Namespace, work: Path, backends: list[str]) -> list[list[str]]:
+    """wsgistack-deployed vs the same server by hand, same app, processes and threads."""
+    rows = []
+    for backend in [b for b in AB_BACKENDS if b in backends]:
+        port = runtime.free_ports()
+        argv = servers.hand_command(backend, port, args.processes, args.threads,
+                                    work / f"hand-{backend}")
+        if argv is None:
+            rows.append([backend, "-", "-", "-", "by-hand command not installed"])
+            continue
+        with ExitStack() as stack:
+            ours = stack.enter_context(servers.wsgistack_stack(
+                work / f"ab-{backend}", backend, {"hello": servers.HELLO}, args.processes,
+                args.threads))
+            hand = stack.enter_context(servers.by_hand(backend, argv, port,
+                                                       work / f"hand-{backend}"))
+            runs = alternate({"wsgistack": rps(ours.urls["hello"] + "/", args),
+                              "by hand": rps(hand.url + "/", args)}, args.rounds)
+        a, b = statistics.median(runs["wsgistack"]), statistics.median(runs["by hand"])
+        rows.append([backend, f"{a:,.0f}", f"{b:,.0f}", f"{a / b:.3f}",
+                     " / ".join(f"{x:,.0f}" for x in runs["wsgistack"]) + " vs "
+                     + " / ".join(f"{x:,.0f}" for x in runs["by hand"])])
+        print(f"  A/B {backend}: {rows[-1]}", flush=True)
+    return rows
+
+
+WORKLOADS = (
+    ("hello world", "hello", "/", 0),
+    ("probe echo", "probe", "/echo", 0),
+    ("1 MiB streamed", "probe", f"/stream?bytes={MIB}", 0),
+    ("5 MiB upload", "probe", "/upload", 5 * MIB),
+)
+
+
+def workloads(args: argparse.Namespace, work: Path,
+              backends: list[str]) -> tuple[list[list[str]], list[list[str]]]:
+    """Every workload under every backend, and each service's peak RSS after them."""
+    table, memory = [], []
+    for backend in backends:
+        apps = {"hello": servers.HELLO, "probe": servers.PROBE}
+        with servers.wsgistack_stack(work / f"wl-{backend}", backend, apps, args.processes,
+                                     args.threads) as stack:
+            row = [backend]
+            for _label, service, path, upload in WORKLOADS:
+                row.append(f"{rps(stack.urls[service] + path, args, upload)():,.0f}")
+            table.append(row)
+            memory.append([backend, ", ".join(
+                f"{name} {servers.peak_rss_mib((pid,)):.0f}" for name, pid in stack.procs.items())])
+        print(f"  workloads {backend}: {row}", flush=True)
+    return table, memory
+
+
+def baselines(args: argparse.Namespace, work: Path) -> list[list[str]]:
+    """The embedded default against wsgiref (the plain Python command) and nginx's
+    `return 200` (no Python at all: the machine's HTTP ceiling)."""
+    p1, p2 = runtime.free_ports(), runtime.free_ports()
+    with ExitStack() as stack:
+        ours = stack.enter_context(servers.wsgistack_stack(
+            work / "embedded", "granian", {"hello": servers.HELLO}, 2, 1))
+        ref = stack.enter_context(servers.by_hand("wsgiref", servers.wsgiref_command(p1), p1,
+                                                  work / "wsgiref"))
+        ngx = stack.enter_context(servers.by_hand(
+            "nginx", servers.nginx_return_200(p2, work / "nginx"), p2, work / "nginx"))
+        runs = alternate({"embedded default (granian)": rps(ours.urls["hello"] + "/", args),
+                          "wsgiref": rps(ref.url + "/", args),
+                          "nginx return 200": rps(ngx.url + "/", args)}, args.rounds)
+    med = {k: statistics.median(v) for k, v in runs.items()}
+    base = med["embedded default (granian)"]
+    return [[k, f"{v:,.0f}", f"{base / v:.2f}"] for k, v in med.items()]
+
+
+def up_times(work: Path, rounds: int) -> list[list[str]]:
+    """`up` from command to all healthy, and `down`, for 1, 4 and 16 embedded services."""
+    rows = []
+    for count in (1, 4, 16):
+        ups, downs = [], []
+        for i in range(rounds):
+            services = {f"s{n}": servers.HELLO for n in range(count)}
+            with servers.wsgistack_stack(work / f"up-{count}-{i}", "granian", services, 1,
+                                         1) as stack:
+                ups.append(stack.up_seconds)
+                started = time.perf_counter()
+            downs.append(time.perf_counter() - started)
+        rows.append([str(count), f"{statistics.median(ups):.2f}",
+                     f"{statistics.median(downs):.2f}"])
+        print(f"  up/down {count}: {rows[-1]}", flush=True)
+    one = float(rows[0][1])
+    for row in rows:
+        row.append(f"{float(row[1]) / one:.1f}x")
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="wsgistack-bench-", dir="/tmp") as tmp:
+        work = Path(tmp)
+        work.chmod(0o755)
+        print("A/B: wsgistack vs by hand (hello world)", flush=True)
+        ab = ab_hello(args, work, backends)
+        print("workloads per backend", flush=True)
+        table, memory = workloads(args, work, backends)
+        print("baselines", flush=True)
+        base = baselines(args, work)
+        print("up and down", flush=True)
+        ups = up_times(work, max(1, args.rounds - 1))
+    context = (f"{platform.node()}, {platform.machine()}, Linux {platform.release()}; "
+               f"wrk -t2 -c{args.connections} -d{args.duration:g}s; "
+               f"{args.processes} process(es) x {args.threads} thread(s); "
+               f"{args.rounds} rounds; run took {time.perf_counter() - started:.0f}s")
+    text = report.markdown(context, ab, [w[0] for w in WORKLOADS], table, memory, base, ups)
+    args.out.write_text(text)
+    png = report.chart(args.out.with_suffix(".png"), ab, base)
+    print(text)
+    print(f"written: {args.out}" + (f", {png}" if png else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

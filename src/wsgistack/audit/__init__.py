@@ -1,0 +1,258 @@
+"""`wsgistack audit`: can each project's API be deployed as a WSGI application, and what
+blocks it. Pure static reading of source trees, with evidence (file and line) for every
+finding and the reasons that decided each verdict."""
+
+from __future__ import annotations
+
+import configparser
+import os
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from wsgistack.audit import scan
+from wsgistack.audit.scan import KINDS, Finding, Tree
+from wsgistack.errors import WsgistackError
+
+SUPPORTED, PARTIAL, NOT_SUPPORTED = "supported", "partial", "not supported"
+NO_API = "no API service"
+# Unindented: an import inside `try:` is optional, the entry works without that server.
+SERVER_SPECIFIC = re.compile(r"^(?:import|from)\s+(uwsgi|uwsgidecorators|mod_wsgi)\b", re.M)
+CONFIG_ENV_NAME = re.compile(r"""['"][A-Z][A-Z0-9_]*CONF[A-Z0-9_]*['"]""")
+
+
+class AuditError(WsgistackError):
+    """A tree that cannot be audited: missing, not a directory, unreadable."""
+
+
+@dataclass(frozen=True)
+class Audit:
+    project: str
+    path: str
+    verdict: str
+    reasons: tuple[str, ...]
+    findings: tuple[Finding, ...]
+
+    def of(self, group: str) -> list[Finding]:
+        return [f for f in self.findings if KINDS[f.kind][0] == group]
+
+
+TESTS = {"tests", "test", "functional", "unit"}
+NOT_THE_API = TESTS | {"examples", "example", "samples", "doc", "docs", "contrib"}
+
+
+def _is_test(rel: str, skip: set[str] = NOT_THE_API) -> bool:
+    """Tests, examples and docs: code in the tree that is not the project's API."""
+    parts = rel.split("/")
+    return any(p in skip for p in parts[:-1]) or parts[-1].startswith("test_")
+
+
+def _imported(tree: Tree, rel: str) -> bool:
+    """Whether any other file of the project imports `rel` (a helper module, not an entry)."""
+    name = tree.modules.get(scan.module_name(rel)) and scan.module_name(rel)
+    return bool(name) and any(name in scan.imports_of(tree, other)
+                              for other in tree.texts if other.endswith(".py") and other != rel)
+
+
+def _project_name(tree: Tree) -> str:
+    if "setup.cfg" in tree.texts:
+        cfg = configparser.ConfigParser(interpolation=None, strict=False)
+        try:
+            cfg.read_string(tree.texts["setup.cfg"])
+            if cfg.has_option("metadata", "name"):
+                return cfg.get("metadata", "name")
+        except configparser.Error:
+            pass
+    if "pyproject.toml" in tree.texts:
+        try:
+            name = tomllib.loads(tree.texts["pyproject.toml"]).get("project", {}).get("name")
+            if isinstance(name, str):
+                return name
+        except tomllib.TOMLDecodeError:
+            pass
+    m = re.search(r"""\bname\s*=\s*['"]([\w.-]+)['"]""", tree.texts.get("setup.py", ""))
+    return m.group(1) if m else tree.root.name
+
+
+def _entries(tree: Tree) -> list[str]:
+    """Collect entry-point findings; return the files a WSGI server would load."""
+    files = []
+    eps = scan.entry_points(tree)
+    for name, target, line, where in eps.get("wsgi_scripts", []):
+        module = scan.module_exists(tree, target)
+        if module:
+            tree.add("wsgi-script", where, line, f"{name} = {target} ({module})")
+            files.append(module)
+        else:
+            tree.add("wsgi-script-broken", where, line,
+                     f"{name} = {target}: module {target.split(':')[0]} is not in the tree")
+    for rel, text in tree.texts.items():
+        if _is_test(rel):
+            continue
+        if scan.is_wsgi_file(rel):
+            line = scan.defines_application(text)
+            if line:
+                tree.add("wsgi-module", rel, line, "defines `application`")
+                files.append(rel)
+            elif not _imported(tree, rel):
+                tree.add("wsgi-module-empty", rel, 1, "a WSGI file with no `application`")
+        elif rel.endswith(".py") and "loadapp" in text:
+            m = re.search(r"^application\s*=.*loadapp\s*\(", text, re.M)
+            if m:
+                tree.add("paste-app", rel, scan.line_of(text, m.start()),
+                         "`application` built by paste.deploy loadapp()")
+                files.append(rel)
+    return sorted(set(files))
+
+
+def _hints(tree: Tree) -> None:
+    for rel, text in tree.texts.items():
+        suffix = Path(rel).suffix
+        if rel.startswith("devstack/") or "/devstack/" in rel:
+            m = scan.DEVSTACK.search(text)
+            if m:
+                tree.add("devstack", rel, scan.line_of(text, m.start()), m.group(1))
+            continue
+        if suffix in (".rst", ".md", ".txt"):
+            m = scan.DOCS.search(text)
+            if m and not _is_test(rel, TESTS):
+                tree.add("docs", rel, scan.line_of(text, m.start()), f"mentions {m.group(1)}")
+            continue
+        section = re.search(r"^\[(pipeline|app|composite):[^\]]*\]", text, re.M)
+        if suffix == ".ini" and section:
+            tree.add("paste-config", rel, scan.line_of(text, section.start()), section.group(0))
+        if suffix in (".py", ".cfg", ".toml", ".in") or _is_test(rel):
+            continue
+        for m in scan.SERVER_DIRECTIVES.finditer(text):
+            if m.group(1).startswith(("module", "wsgi-file")) and "[uwsgi]" not in text:
+                continue
+            tree.add("server-config", rel, scan.line_of(text, m.start()), m.group(0).strip())
+            break
+
+
+def _commands(tree: Tree) -> None:
+    scripts = {}
+    for name, target, line, where in scan.entry_points(tree).get("console_scripts", []):
+        scripts[scan.module_exists(tree, target)] = name
+        tree.add("console-script", where, line, f"{name} = {target}")
+    for rel, text in tree.texts.items():
+        if not rel.endswith(".py") or _is_test(rel):
+            continue
+        hits = [(m.start(), what) for pattern, what in scan.COMMAND_SERVERS
+                for m in [pattern.search(text)] if m]
+        if scan.FRAMEWORKS.search(text):
+            m = scan.APP_RUN.search(text)
+            if m:
+                hits.append((m.start(), "framework app.run()"))
+        for pos, what in sorted(hits)[:1]:
+            script = f" (console script {scripts[rel]})" if rel in scripts else ""
+            tree.add("command-server", rel, scan.line_of(text, pos), what + script)
+
+
+def _risks(tree: Tree, entries: list[str]) -> None:
+    chains = scan.reachable(tree, entries)
+    argv_seen, env_config = False, False
+    for rel, chain in chains.items():
+        text = tree.texts[rel]
+        via = " <- ".join(reversed(chain)) if len(chain) > 1 else "the entry itself"
+        for line, src in scan.module_level_lines(text, re.compile(
+                r"(?:eventlet\.)?monkey_patch\s*\(")):
+            tree.add("monkey-patch", rel, line, f"{src.strip()} (imported via {via})")
+        for line, src in scan.module_level_lines(text, scan.IMPORT_STATE):
+            tree.add("import-state", rel, line, src.strip())
+        main = text.find("if __name__")
+        for m in re.finditer(r"\bsys\.argv\b", text):
+            if main == -1 or m.start() < main:
+                argv_seen = True
+                tree.add("argv-config", rel, scan.line_of(text, m.start()),
+                         f"reads sys.argv (imported via {via})")
+                break
+        env_config = env_config or (bool(CONFIG_ENV_NAME.search(text))
+                                    and ("environ" in text or "getenv" in text))
+        key = scan.SERVER_ENVIRON.search(text)
+        if key:
+            tree.add("server-environ", rel, scan.line_of(text, key.start()), key.group(1))
+    if argv_seen and not env_config:
+        first = next(f for f in tree.findings if f.kind == "argv-config")
+        tree.add("config-argv-only", first.file, first.line,
+                 "no config file path from the environment on the API's import path")
+
+
+def _covered(command: Finding, entries: list[str], reached: dict[str, list[str]]) -> bool:
+    """Whether a command server serves an API that a WSGI entry also serves: it is on an
+    entry's import path (shared server code), or named like an entry (`cmd/api.py` and
+    `wsgi/api.py`, console script `glance-api` and `wsgi/api.py`)."""
+    if command.file in reached:
+        return True
+    stems = {Path(e).stem for e in entries} - {"wsgi", "app", "__init__"}
+    script = re.search(r"console script [\w.]+-(\w+)\)", command.detail)
+    return Path(command.file).stem in stems or bool(script and script.group(1) in stems)
+
+
+def _verdict(tree: Tree, entries: list[str]) -> tuple[str, list[str]]:
+    found = {k: [f for f in tree.findings if f.kind == k] for k in KINDS}
+
+    def at(f: Finding) -> str:
+        return f"{f.file}:{f.line}"
+
+    reached = scan.reachable(tree, entries)
+    commands = found["command-server"]
+    uncovered = [f for f in commands if not _covered(f, entries, reached)]
+    broken = found["wsgi-script-broken"] + found["wsgi-module-empty"]
+    blockers = found["monkey-patch"] + found["config-argv-only"]
+    if not entries:
+        if commands:
+            return NOT_SUPPORTED, [f"the API runs only as a Python command: {f.detail} at "
+                                   f"{at(f)}" for f in commands]
+        if broken:
+            return NOT_SUPPORTED, [f"declared WSGI entry is broken: {f.detail} at {at(f)}"
+                                   for f in broken]
+        return NO_API, ["no WSGI entry point and no server started by its code"]
+    reasons = [f"WSGI entry: {f.detail} at {at(f)}"
+               for f in found["wsgi-script"] + found["wsgi-module"] + found["paste-app"]]
+    why_partial = [f"a server started as a Python command that no WSGI entry mirrors: "
+                   f"{f.detail} at {at(f)}" for f in uncovered]
+    why_partial += [f"broken entry: {f.detail} at {at(f)}" for f in broken]
+    why_partial += [f"blocker: {KINDS[f.kind][1]}: {f.detail} at {at(f)}" for f in blockers]
+    specific = [rel for rel in entries if SERVER_SPECIFIC.search(tree.texts[rel])]
+    if specific and len(specific) == len(entries):
+        why_partial += [f"entry {rel} imports a server-specific module" for rel in specific]
+    return (PARTIAL if why_partial else SUPPORTED), reasons + why_partial
+
+
+def audit_tree(path: str) -> Audit:
+    root = Path(path)
+    try:
+        root.stat()
+    except FileNotFoundError:
+        raise AuditError(f"{path}: no such file or directory; pass a source tree (a git "
+                         "checkout or an unpacked sdist)") from None
+    except OSError:
+        raise AuditError(f"{path}: cannot be read (permission denied); run as a user who can "
+                         "read it, or fix its permissions") from None
+    if not root.is_dir():
+        raise AuditError(f"{path}: not a directory; pass a source tree, or a list of them "
+                         "with --list FILE")
+    if not os.access(root, os.R_OK | os.X_OK):
+        raise AuditError(f"{path}: cannot be read (permission denied); run as a user who can "
+                         "read it, or fix its permissions")
+    tree = scan.read_tree(root)
+    entries = _entries(tree)
+    _hints(tree)
+    _commands(tree)
+    _risks(tree, entries)
+    verdict, reasons = _verdict(tree, entries)
+    findings = sorted(set(tree.findings), key=lambda f: (f.file, f.line, f.kind))
+    return Audit(_project_name(tree), str(root), verdict, tuple(reasons), tuple(findings))
+
+
+def read_list(path: str) -> list[str]:
+    """Trees named in a list file, one per line (# comments), relative to the file."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise AuditError(f"{path}: cannot read the list file: {exc.strerror}") from None
+    base = Path(path).parent
+    return [str(base / ln.strip()) for ln in text.splitlines()
+            if ln.strip() and not ln.strip().startswith("#")]

@@ -1,0 +1,280 @@
+"""Read a source tree, never import or run it, and collect findings with file and line.
+
+Speed comes from reading each file once and parsing (ast) only the Python files whose text
+holds something a finding needs; imports are read with a regular expression, which is
+enough to follow the project's own import graph from its WSGI entry points.
+"""
+
+from __future__ import annotations
+
+import ast
+import configparser
+import os
+import re
+import tomllib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SKIP_DIRS = {".git", ".hg", ".tox", ".nox", ".venv", "venv", "node_modules", "__pycache__",
+             "build", "dist", ".eggs", "site-packages", "releasenotes"}
+TEXT_SUFFIXES = {".py", ".wsgi", ".cfg", ".ini", ".toml", ".conf", ".template", ".j2", ".tmpl",
+                 ".rst", ".md", ".txt", ".sh", ".in"}
+MAX_BYTES = 2_000_000
+
+
+@dataclass(frozen=True)
+class Finding:
+    kind: str  # see KINDS
+    file: str  # relative to the tree
+    line: int
+    detail: str
+
+
+# Every finding kind, its group, and what it means. Groups decide the verdict.
+KINDS = {
+    "wsgi-script": ("entry", "wsgi_scripts entry point"),
+    "wsgi-script-broken": ("broken", "wsgi_scripts entry point whose module is not in the tree"),
+    "wsgi-module": ("entry", "module-level `application` a WSGI server can load"),
+    "wsgi-module-empty": ("broken", "WSGI file that defines no `application`"),
+    "paste-app": ("entry", "paste.deploy pipeline loaded into `application`"),
+    "paste-config": ("hint", "paste.deploy pipeline configuration"),
+    "server-config": ("hint", "Apache/uWSGI/nginx configuration serving a WSGI app"),
+    "devstack": ("hint", "devstack deploys the API through Apache/uWSGI"),
+    "docs": ("hint", "documentation of a mod_wsgi/uWSGI deployment"),
+    "command-server": ("command", "the API is served by a Python command"),
+    "console-script": ("hint", "console script"),
+    "monkey-patch": ("blocker", "eventlet.monkey_patch() reached from the API's import path"),
+    "import-state": ("risk", "state created at import time that does not survive fork"),
+    "argv-config": ("risk", "configuration read from sys.argv on the API's import path"),
+    "server-environ": ("risk", "server-specific environ key"),
+    "config-argv-only": ("blocker", "config files can only be passed on the command line"),
+}
+
+COMMAND_SERVERS = [  # (regex on source, what it is)
+    (re.compile(r"\beventlet\.wsgi\.server\s*\(|\bwsgi\.server\s*\(\s*eventlet"),
+     "eventlet.wsgi.server"),
+    (re.compile(r"\bwsgi\.Server\s*\(|\bservice\.launch\s*\(|\bwsgi\.Loader\s*\("),
+     "oslo.service wsgi.Server/launch"),
+    (re.compile(r"\bmake_server\s*\(|\bsimple_server\.\w+\s*\("), "wsgiref.simple_server"),
+    (re.compile(r"\brun_simple\s*\("), "werkzeug run_simple"),
+    (re.compile(r"\breactor\.run\s*\("), "Twisted reactor"),
+    (re.compile(r"\bIOLoop\.(current|instance)\s*\(\s*\)\s*\.start\s*\("), "tornado IOLoop"),
+    (re.compile(r"\bweb\.run_app\s*\("), "aiohttp web.run_app"),
+]
+APP_RUN = re.compile(r"^\s*\w+\.run\s*\(.*\b(host|port|debug)\s*=", re.M)
+FRAMEWORKS = re.compile(r"^\s*(?:from|import)\s+(flask|pecan|falcon|bottle|django|pyramid)\b",
+                        re.M)
+IMPORT_RE = re.compile(r"^\s*(?:from\s+([\w.]+)\s+import\s+([\w, ()]+)|import\s+([\w., ]+))",
+                       re.M)
+IMPORT_STATE = re.compile(
+    r"^(?:\w+\s*=\s*)?(?:[\w.]+\.)?(Thread|ThreadPoolExecutor|ProcessPoolExecutor|Pool|"
+    r"create_engine|socket|GreenPool|Timer)\s*\(", re.M)
+SERVER_ENVIRON = re.compile(r"""['"]((?:eventlet|gunicorn|uwsgi|mod_wsgi)\.[\w.]+)['"]""")
+SERVER_DIRECTIVES = re.compile(
+    r"^\s*(WSGIScriptAlias\b|WSGIDaemonProcess\b|wsgi-file\s*=|module\s*=|uwsgi_pass\b).*", re.M)
+DEVSTACK = re.compile(r"\b(write_uwsgi_config|WSGIScriptAlias|write_local_uwsgi_http_config|"
+                      r"configure_mod_wsgi|enable_apache_site)\b")
+DOCS = re.compile(r"\b(mod_wsgi|WSGIScriptAlias|uWSGI|uwsgi --|gunicorn)\b")
+
+
+@dataclass
+class Tree:
+    """What was read of one tree: text files, Python modules by dotted name."""
+
+    root: Path
+    texts: dict[str, str] = field(default_factory=dict)  # relative path -> text
+    modules: dict[str, str] = field(default_factory=dict)  # dotted name -> relative path
+    findings: list[Finding] = field(default_factory=list)
+
+    def add(self, kind: str, file: str, line: int, detail: str) -> None:
+        self.findings.append(Finding(kind, file, line, detail))
+
+
+def _walk(root: Path) -> Iterator[Path]:
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS and not d.endswith(
+            ".egg-info"))
+        for name in sorted(filenames):
+            yield Path(dirpath, name)
+
+
+def read_tree(root: Path) -> Tree:
+    tree = Tree(root)
+    for path in _walk(root):
+        if path.suffix not in TEXT_SUFFIXES and path.name not in ("setup.py", "setup.cfg"):
+            continue
+        try:
+            if path.stat().st_size > MAX_BYTES:
+                continue
+            text = path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            continue
+        rel = path.relative_to(root).as_posix()
+        tree.texts[rel] = text
+        if path.suffix == ".py":
+            tree.modules[module_name(rel)] = rel
+    return tree
+
+
+def module_name(rel: str) -> str:
+    parts = rel[:-3].split("/")
+    if parts[0] in ("src", "lib") and len(parts) > 1:
+        parts = parts[1:]
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+def line_of(text: str, pos: int) -> int:
+    return text.count("\n", 0, pos) + 1
+
+
+# ---- declared entry points ----------------------------------------------------------
+
+def entry_points(tree: Tree) -> dict[str, list[tuple[str, str, int, str]]]:
+    """{group: [(name, "mod:attr", line, file)]} from setup.cfg, setup.py and pyproject."""
+    found: dict[str, list[tuple[str, str, int, str]]] = {}
+    if "setup.cfg" in tree.texts:
+        text = tree.texts["setup.cfg"]
+        cfg = configparser.ConfigParser(interpolation=None, strict=False)
+        try:
+            cfg.read_string(text)
+        except configparser.Error:
+            cfg = configparser.ConfigParser()
+        if cfg.has_section("entry_points"):
+            for group, value in cfg.items("entry_points"):
+                for spec in filter(None, (v.strip() for v in value.splitlines())):
+                    name, _, target = spec.partition("=")
+                    pos = text.find(spec)
+                    found.setdefault(group, []).append(
+                        (name.strip(), target.strip(), line_of(text, max(pos, 0)), "setup.cfg"))
+    if "pyproject.toml" in tree.texts:
+        text = tree.texts["pyproject.toml"]
+        try:
+            doc = tomllib.loads(text)
+        except tomllib.TOMLDecodeError:
+            doc = {}
+        project = doc.get("project", {})
+        groups = dict(project.get("entry-points", {}))
+        if project.get("scripts"):
+            groups["console_scripts"] = project["scripts"]
+        for group, table in groups.items():
+            for name, target in table.items():
+                pos = text.find(name)
+                found.setdefault(group, []).append(
+                    (name, target, line_of(text, max(pos, 0)), "pyproject.toml"))
+    if "setup.py" in tree.texts:
+        text = tree.texts["setup.py"]
+        for group in ("wsgi_scripts", "console_scripts"):
+            for m in re.finditer(rf"""['"]{group}['"]\s*:\s*\[([^\]]*)\]""", text):
+                for spec in re.findall(r"""['"]([^'"]+=[^'"]+)['"]""", m.group(1)):
+                    name, _, target = spec.partition("=")
+                    found.setdefault(group, []).append(
+                        (name.strip(), target.strip(), line_of(text, m.start()), "setup.py"))
+    return found
+
+
+def module_exists(tree: Tree, target: str) -> str:
+    """The file of `pkg.mod` from a `pkg.mod:attr` target, or ""."""
+    mod = target.split(":", 1)[0].strip()
+    return tree.modules.get(mod, "")
+
+
+# ---- Python sources -------------------------------------------------------------------
+
+def defines_application(text: str) -> int:
+    """Line of a module-level `application` (assigned, defined, or imported), else 0."""
+    try:
+        body = ast.parse(text).body
+    except SyntaxError:
+        return 0
+    for node in _module_level(body):
+        if isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names = [t.id for t in targets if isinstance(t, ast.Name)]
+            names += [e.id for t in targets if isinstance(t, ast.Tuple)
+                      for e in t.elts if isinstance(e, ast.Name)]
+            if "application" in names:
+                return node.lineno
+        defined = isinstance(node, (ast.FunctionDef, ast.ClassDef)) and \
+            node.name == "application"
+        imported = isinstance(node, (ast.Import, ast.ImportFrom)) and any(
+            (a.asname or a.name) == "application" for a in node.names)
+        if defined or imported:
+            return node.lineno
+    return 0
+
+
+def _module_level(body: list[ast.stmt]) -> Iterator[ast.stmt]:
+    """Module-level statements, looking into `if`/`try`/`with` blocks (not defs)."""
+    for node in body:
+        yield node
+        if isinstance(node, (ast.If, ast.Try, ast.With)):
+            yield from _module_level(node.body)
+            for extra in ("orelse", "finalbody"):
+                yield from _module_level(getattr(node, extra, []))
+            for handler in getattr(node, "handlers", []):
+                yield from _module_level(handler.body)
+
+
+def is_wsgi_file(rel: str) -> bool:
+    name = rel.rsplit("/", 1)[-1]
+    parts = rel.split("/")
+    return (name.endswith(".wsgi") or name in ("wsgi.py", "app.wsgi")
+            or (len(parts) >= 2 and parts[-2] == "wsgi" and name.endswith(".py")
+                and name != "__init__.py"))
+
+
+def imports_of(tree: Tree, rel: str) -> set[str]:
+    """Project modules `rel` imports (resolved against the tree's own modules)."""
+    out: set[str] = set()
+    text = tree.texts.get(rel, "")
+    here = module_name(rel) if rel.endswith(".py") else ""
+    for m in IMPORT_RE.finditer(text):
+        if m.group(1):
+            base = m.group(1)
+            if base.startswith("."):
+                continue  # relative imports are rare in these projects' API paths
+            names = [n.strip(" ()") for n in m.group(2).split(",")]
+            candidates = [base, *(f"{base}.{n}" for n in names if n)]
+        else:
+            candidates = [n.strip().split(" as ")[0] for n in m.group(3).split(",")]
+        for cand in candidates:
+            parts = cand.split(".")
+            # `import a.b.c` runs a/__init__, a/b/__init__ and a/b/c.
+            for i in range(1, len(parts) + 1):
+                name = ".".join(parts[:i])
+                if name in tree.modules and name != here:
+                    out.add(name)
+    return out
+
+
+def reachable(tree: Tree, start: list[str]) -> dict[str, list[str]]:
+    """Every project module imported, directly or not, from the files in `start`, with the
+    chain of files that leads to it."""
+    chains: dict[str, list[str]] = {}
+    queue = [(rel, [rel]) for rel in start]
+    seen = set(start)
+    while queue:
+        rel, chain = queue.pop(0)
+        chains[rel] = chain
+        for mod in sorted(imports_of(tree, rel)):
+            target = tree.modules[mod]
+            if target not in seen:
+                seen.add(target)
+                queue.append((target, [*chain, target]))
+    return chains
+
+
+def module_level_lines(text: str, pattern: re.Pattern[str]) -> list[tuple[int, str]]:
+    """Matches of `pattern` at module level (column 0, outside `if __name__` blocks)."""
+    out = []
+    main = text.find("if __name__")
+    for m in pattern.finditer(text):
+        if main != -1 and m.start() > main:
+            break
+        start = text.rfind("\n", 0, m.start()) + 1
+        if text[start:m.start()].strip() == "" and m.start() == start:
+            out.append((line_of(text, m.start()), text[m.start():text.find("\n", m.start())]))
+    return out
