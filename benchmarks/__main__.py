@@ -16,7 +16,7 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 
-from benchmarks import report, servers, wrk
+from benchmarks import overhead, report, servers, wrk
 from wsgistack import runtime
 from wsgistack.backends import BACKENDS
 
@@ -100,7 +100,9 @@ def workloads(args: argparse.Namespace, work: Path,
                                      args.threads) as stack:
             row = [backend]
             for _label, service, path, upload in WORKLOADS:
-                row.append(f"{rps(stack.urls[service] + path, args, upload)():,.0f}")
+                res = wrk.run(stack.urls[service] + path, args.duration, args.connections,
+                              upload=upload)
+                row.append(f"{res.rps:,.0f}" + (f" ({res.errors} err)" if res.errors else ""))
             table.append(row)
             memory.append([backend, ", ".join(
                 f"{name} {servers.peak_rss_mib((pid,)):.0f}" for name, pid in stack.procs.items())])
@@ -155,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="wsgistack-bench-", dir="/tmp") as tmp:
         work = Path(tmp)
         work.chmod(0o755)
+        bare, layered = overhead.measure()
+        print(f"entry layers: {bare:.0f} ns bare, {layered:.0f} ns in the entry", flush=True)
         print("A/B: wsgistack vs by hand (hello world)", flush=True)
         ab = ab_hello(args, work, backends)
         print("workloads per backend", flush=True)
@@ -167,7 +171,8 @@ def main(argv: list[str] | None = None) -> int:
                f"wrk -t2 -c{args.connections} -d{args.duration:g}s; "
                f"{args.processes} process(es) x {args.threads} thread(s); "
                f"{args.rounds} rounds; run took {time.perf_counter() - started:.0f}s")
-    text = report.markdown(context, ab, [w[0] for w in WORKLOADS], table, memory, base, ups)
+    text = report.markdown(context, ab, [w[0] for w in WORKLOADS], table, memory, base, ups,
+                           (bare, layered))
     args.out.write_text(text)
     png = report.chart(args.out.with_suffix(".png"), ab, base)
     print(text)

@@ -12,12 +12,18 @@ def _table(head: list[str], rows: list[list[str]]) -> list[str]:
 
 def markdown(context: str, ab: list[list[str]], workload_names: list[str],
              table: list[list[str]], memory: list[list[str]], base: list[list[str]],
-             ups: list[list[str]]) -> str:
+             ups: list[list[str]], layers: tuple[float, float]) -> str:
     lines = ["# wsgistack benchmarks", "", f"Run: {context}.", "",
              "## wsgistack vs the same server by hand (hello world, req/s, medians)", ""]
     lines += _table(["backend", "wsgistack", "by hand", "ratio", "rounds"], ab)
+    lines += [f"In-process, without the network: the hello app takes {layers[0]:.0f} ns a call, "
+              f"{layers[1]:.0f} ns inside the entry's layers (prefix mount, body limit, server "
+              f"quirks): +{layers[1] - layers[0]:.0f} ns a request.", ""]
     lines += ["## Workloads under each backend (deployed by wsgistack, req/s)", ""]
     lines += _table(["backend", *workload_names], table)
+    lines += ["`err`: socket errors as wrk counts them. wrk counts the end of a connection as "
+              "a read error, and uWSGI's http11-socket ends each response that has no length "
+              "(the streamed one) by closing the connection: one per request.", ""]
     lines += ["## Peak RSS per process group after the workloads (MiB)", ""]
     lines += _table(["backend", "service or front end: MiB"], memory)
     lines += ["## The embedded default against the baselines (hello world, req/s, medians)", ""]

@@ -146,3 +146,21 @@ def test_embedded_default_stack(tmp_path, stack):
     logs = stack.cli("logs", "probe")
     assert logs.code == 0 and "wsgistack" not in logs.err
     assert stack.cli("down").code == 0
+
+
+def test_down_also_stops_what_a_killed_check_left(stack):
+    """`check` runs each backend in STATE/check/<backend>; killed hard, it cannot stop them."""
+    from wsgistack import manifest as manifests
+    from wsgistack import plan as plans
+    from wsgistack import runtime
+
+    stack.write(manifest(free_port(1), free_port(1)))
+    m = manifests.load(stack.root / "wsgistack.toml")
+    alone = m.__class__(m.path, m.root, m.stack, m.services[1:])
+    leftover = plans.build(alone, "granian", state=m.state_path / "check" / "granian")
+    running = runtime.up(leftover, lambda _m: None)
+    assert all(r.alive() for r in running)
+    res = stack.cli("down")
+    assert res.code == 0
+    assert res.err == f"stopped {len(running)} process(es) of stack 't'\n"
+    assert not [r for r in running if alive(r.pid)]

@@ -77,6 +77,10 @@ def cmd_up(args: argparse.Namespace) -> int:
 def cmd_down(args: argparse.Namespace) -> int:
     m = _load(args)
     stopped = runtime.down(str(m.state_path))
+    # What a killed `check` or `serve` left behind lives in state dirs of their own.
+    for leftover in sorted(m.state_path.glob("*/*/" + runtime.STATE_FILE)):
+        if leftover.parent.parent.name in ("check", "serve"):
+            stopped += runtime.down(str(leftover.parent))
     if not stopped:
         _say(f"stack '{m.stack.name}' is not up (no state in {m.state_path})")
         return 0

@@ -56,6 +56,15 @@ def _imported(tree: Tree, rel: str) -> bool:
 
 
 def _project_name(tree: Tree) -> str:
+    """The project's name, with its version when the tree is an sdist (PKG-INFO)."""
+    try:
+        info = (tree.root / "PKG-INFO").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        info = ""
+    name = re.search(r"^Name: (.+)$", info, re.M)
+    version = re.search(r"^Version: (.+)$", info, re.M)
+    if name and version:
+        return f"{name.group(1).strip()} {version.group(1).strip()}"
     if "setup.cfg" in tree.texts:
         cfg = configparser.ConfigParser(interpolation=None, strict=False)
         try:

@@ -94,18 +94,18 @@ def as_html(audits: list[Audit]) -> str:
         f'<div class="tile" style="background:{COLOURS[v]}"><b>{counts[v]}</b>{v}</div>'
         for v in ORDER)
     rows = "".join(
-        f"<tr><td><a href='#{e(a.project)}'>{e(a.project)}</a></td><td>{_badge(a.verdict)}</td>"
+        f"<tr><td><a href='#p{i}'>{e(a.project)}</a></td><td>{_badge(a.verdict)}</td>"
         f"<td><code>{e(_entries(a))}</code></td><td>{e(_blockers(a))}</td></tr>"
-        for a in audits)
+        for i, a in enumerate(audits))
     details = []
-    for a in audits:
+    for i, a in enumerate(audits):
         items = "".join(f"<li>{e(r)}</li>" for r in a.reasons)
         found = "".join(
             f"<tr><td><code>{e(f.file)}:{f.line}</code></td>"
             f"<td class='g-{KINDS[f.kind][0]}'>{e(f.kind)}</td><td>{e(f.detail)}</td></tr>"
             for f in a.findings)
         details.append(
-            f"<details id='{e(a.project)}'><summary>{e(a.project)} {_badge(a.verdict)}"
+            f"<details id='p{i}'><summary>{e(a.project)} {_badge(a.verdict)}"
             f"</summary><p><code>{e(a.path)}</code></p><ul>{items}</ul><table><tr>"
             f"<th>file:line</th><th>finding</th><th>detail</th></tr>{found}</table></details>")
     return (
