@@ -11,6 +11,7 @@ import contextlib
 import errno
 import grp
 import http.client
+import importlib.util
 import json
 import os
 import pwd
@@ -20,6 +21,7 @@ import signal
 import socket
 import stat
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -30,7 +32,7 @@ from wsgistack import provision
 from wsgistack.backends import get
 from wsgistack.backends.base import Proc, Requirement
 from wsgistack.errors import ServerError
-from wsgistack.plan import Plan, ServicePlan
+from wsgistack.plan import DEBIAN_PYTHON, Plan, ServicePlan
 
 STATE_FILE = "state.json"
 STOP_GRACE = 15.0
@@ -78,16 +80,24 @@ def missing(req: Requirement) -> bool:
     if req.kind == "readable":
         return not reachable(req.name, req.user)
     if req.kind == "debian-python":
-        return not os.path.realpath(req.name).startswith("/usr/bin/python3")
+        return not os.path.realpath(req.name).startswith(DEBIAN_PYTHON)
     if not os.access(req.python, os.X_OK):
         return True
+    if os.path.abspath(req.python) == os.path.abspath(sys.executable):
+        return importlib.util.find_spec(req.name) is None  # our own interpreter: ask here
     probe = [req.python, "-c", f"import importlib.util,sys; "
              f"sys.exit(importlib.util.find_spec({req.name!r}) is None)"]
     return subprocess.run(probe, capture_output=True, check=False).returncode != 0
 
 
 def check_requirements(plan: Plan) -> None:
+    # Services that share an interpreter share its answers: asked once, not once a service.
+    seen: set[tuple[str, str, str, str]] = set()
     for req in get(plan.backend).requirements(plan):
+        key = (req.kind, req.name, req.python, req.user)
+        if key in seen:
+            continue
+        seen.add(key)
         if missing(req):
             problem = "is unreadable" if req.kind == "readable" else (
                 "is not Debian's" if req.kind == "debian-python" else "is missing")
