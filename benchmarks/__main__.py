@@ -16,7 +16,7 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 
-from benchmarks import overhead, report, servers, wrk
+from benchmarks import openstack, overhead, report, servers, wrk
 from wsgistack import runtime
 from wsgistack.backends import BACKENDS
 
@@ -33,6 +33,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--backends", default=",".join(BACKENDS))
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results.md")
+    ap.add_argument("--openstack", action="store_true",
+                    help="also Placement GET / and Keystone token validation, from "
+                    "examples/openstack (the first run installs it: about 25 s)")
     return ap.parse_args(argv)
 
 
@@ -167,12 +170,16 @@ def main(argv: list[str] | None = None) -> int:
         base = baselines(args, work)
         print("up and down", flush=True)
         ups = up_times(work, max(1, args.rounds - 1))
+        real = []
+        if args.openstack:
+            print("examples/openstack", flush=True)
+            real = openstack.run(args.duration, args.connections, backends)
     context = (f"{platform.node()}, {platform.machine()}, Linux {platform.release()}; "
                f"wrk -t2 -c{args.connections} -d{args.duration:g}s; "
                f"{args.processes} process(es) x {args.threads} thread(s); "
                f"{args.rounds} rounds; run took {time.perf_counter() - started:.0f}s")
     text = report.markdown(context, ab, [w[0] for w in WORKLOADS], table, memory, base, ups,
-                           (bare, layered))
+                           (bare, layered), real)
     args.out.write_text(text)
     png = report.chart(args.out.with_suffix(".png"), ab, base)
     print(text)

@@ -12,7 +12,8 @@ def _table(head: list[str], rows: list[list[str]]) -> list[str]:
 
 def markdown(context: str, ab: list[list[str]], workload_names: list[str],
              table: list[list[str]], memory: list[list[str]], base: list[list[str]],
-             ups: list[list[str]], layers: tuple[float, float]) -> str:
+             ups: list[list[str]], layers: tuple[float, float],
+             real: list[list[str]]) -> str:
     lines = ["# wsgistack benchmarks", "", f"Run: {context}.", "",
              "## wsgistack vs the same server by hand (hello world, req/s, medians)", ""]
     lines += _table(["backend", "wsgistack", "by hand", "ratio", "rounds"], ab)
@@ -30,6 +31,9 @@ def markdown(context: str, ab: list[list[str]], workload_names: list[str],
     lines += _table(["server", "req/s", "embedded default / this"], base)
     lines += ["## `up` to all healthy, and `down` (granian, 1 process per service, seconds)", ""]
     lines += _table(["services", "up", "down", "up vs 1 service"], ups)
+    if real:
+        lines += ["## examples/openstack under each backend (req/s)", ""]
+        lines += _table(["backend", "Placement GET /", "Keystone token validation", "wrk"], real)
     return "\n".join(lines)
 
 

@@ -24,8 +24,10 @@ class Result:
 
 
 def run(url: str, duration: float, connections: int, threads: int = 2,
-        upload: int = 0) -> Result:
+        upload: int = 0, headers: dict[str, str] | None = None) -> Result:
     argv = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration:g}s", "--timeout", "10s"]
+    for key, value in (headers or {}).items():
+        argv += ["-H", f"{key}: {value}"]
     with tempfile.TemporaryDirectory() as tmp:
         if upload:
             script = Path(tmp, "upload.lua")
