@@ -5,6 +5,7 @@ Backends render from a :class:`Plan` only; nothing downstream reads the manifest
 
 from __future__ import annotations
 
+import dataclasses
 import grp
 import hashlib
 import json
@@ -173,6 +174,20 @@ def _provision(manifest: Manifest, svc: ServiceConfig, variables: Mapping[str, s
         setup=setup, variables=variables)
 
 
+def _catalog(stack: str, backend: str, services: list[ServicePlan]) -> str:
+    """What the catalog app lists, passed to every service in its environment."""
+    return json.dumps({
+        "stack": stack,
+        "services": [
+            {"name": s.name, "prefix": s.prefix, "server": backend, "url": s.public_url,
+             "health_url": s.health_url, "health_status": s.config.health_status,
+             # The catalog must not count itself: its own health is asked by `up`.
+             "self": s.config.app.startswith("wsgistack.apps.catalog")}
+            for s in services
+        ],
+    }, sort_keys=True)
+
+
 def build(manifest: Manifest, backend: str, state: Path | None = None) -> Plan:
     """Decide ports, sockets, paths and URLs for `manifest` deployed with `backend`."""
     from wsgistack.backends import get
@@ -185,38 +200,20 @@ def build(manifest: Manifest, backend: str, state: Path | None = None) -> Plan:
     public = _url_host(stack.public_host or _connect_host(stack.host))
     connect = _url_host(_connect_host(stack.host))
     front_port = stack.base_port if front_end else 0
+    front_url = f"http://{public}:{stack.base_port}"  # the front end, or the first service
     ports = [0] * len(manifest.services) if front_end else _ports(manifest, stack.base_port)
-    drafts = []
+    services = []
     for svc, port in zip(manifest.services, ports, strict=False):
         listen = front_port or port
         venv = (own_venv(manifest, svc, server.SERVICE_PACKAGES, state_dir)
                 if svc.requirements and not svc.venv else None)
         python, home = interpreter(svc, manifest.root, venv[0] if venv else "")
-        drafts.append((svc, port, listen, python, home, venv))
-    catalog = json.dumps({
-        "stack": stack.name,
-        "services": [
-            {"name": svc.name, "prefix": svc.prefix, "server": backend,
-             "url": f"http://{public}:{listen}{svc.prefix}/",
-             "health_url": f"http://{connect}:{listen}{svc.prefix}{svc.health_path}",
-             "health_status": svc.health_status,
-             # The catalog must not count itself: its own health is asked by `up`.
-             "self": svc.app.startswith("wsgistack.apps.catalog")}
-            for svc, _, listen, _, _, _ in drafts
-        ],
-    }, sort_keys=True)
-    services = []
-    for svc, port, listen, python, home, venv in drafts:
         variables = {
             "name": svc.name, "state": state_dir,
-            "data": os.path.join(state_dir, "data", svc.name),
-            "manifest_dir": str(manifest.root), "url": f"http://{public}:{listen}{svc.prefix}",
-            "front_url": f"http://{public}:{front_port or stack.base_port}",
+            "data": os.path.join(state_dir, "data", svc.name), "manifest_dir": str(manifest.root),
+            "url": f"http://{public}:{listen}{svc.prefix}", "front_url": front_url,
             "prefix": svc.prefix, "user": user, "group": group, "venv": home, "python": python,
         }
-        env = {k: substitute(v, variables, manifest.path, f"services.{svc.name}.env.{k}")
-               for k, v in svc.env.items()}
-        env[CATALOG_ENV] = catalog
         services.append(ServicePlan(
             config=svc,
             port=port,
@@ -224,12 +221,15 @@ def build(manifest: Manifest, backend: str, state: Path | None = None) -> Plan:
             entry=os.path.join(state_dir, "entries", module_name(svc.name) + ".py"),
             python=python,
             python_home=home,
-            env=env,
-            public_url=f"http://{public}:{listen}{svc.prefix}/",
+            env={k: substitute(v, variables, manifest.path, f"services.{svc.name}.env.{k}")
+                 for k, v in svc.env.items()},
+            public_url=f"{variables['url']}/",
             health_url=f"http://{connect}:{listen}{svc.prefix}{svc.health_path}",
             working_dir=str((manifest.root / svc.working_dir).absolute()),
             provision=_provision(manifest, svc, variables, venv),
         ))
+    catalog = _catalog(stack.name, backend, services)
+    services = [dataclasses.replace(s, env={**s.env, CATALOG_ENV: catalog}) for s in services]
     return Plan(
         name=stack.name, source=manifest.path, backend=backend, host=stack.host,
         state=state_dir, front_port=front_port, start_timeout=stack.start_timeout,

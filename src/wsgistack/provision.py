@@ -2,7 +2,7 @@
 templates, one-off setup commands, and data directories the app's user can write.
 
 Each step is idempotent and leaves a record, so a second `up` reuses what the first made:
-a venv is named by what it holds and marked complete only once pip succeeded; a setup is
+a venv is named by its requirements and records what pip installed into it; a setup is
 marked done with the commands it ran, and runs again only when they change.
 """
 
