@@ -119,6 +119,33 @@ def test_check_reports_a_diverging_backend(shared_stack):
     assert "Granian" in res.out and "Apache" in res.out
 
 
+@pytest.mark.parametrize("backend", ["apache+uwsgi", "nginx+uwsgi"])
+def test_app_failing_behind_a_front_end_stops_everything(shared_stack, backend):
+    """uWSGI exits (need-app) while the front end keeps answering 502: `up` must see the
+    service's own process die, not wait out start_timeout on the front end's answers."""
+    shared_stack.write(f"""
+[stack]
+name = "broken"
+base_port = {free_port()}
+start_timeout = 30
+[services.good]
+app = "wsgistack.apps.hello:application"
+[services.bad]
+app = "broken:application"
+python_path = ["{shared_stack.root / 'fixtures'}"]
+""")
+    res = shared_stack.cli("up", "--detach", "--backend", backend)
+    assert res.code == 2
+    last = res.err.splitlines()[-1]
+    # Its uWSGI exited (need-app) while the front end kept answering 502: seen at once,
+    # not after start_timeout.
+    assert last.startswith(
+        "wsgistack: error: service 'bad' exited during start-up: cannot load its app: cannot "
+        "load app 'broken:application': ModuleNotFoundError: No module named "
+        "'no_such_dependency_xyz'; log: "), last
+    assert shared_stack.pids() == []
+
+
 def test_missing_server_binary(stack, monkeypatch):
     monkeypatch.setenv("PATH", "/nonexistent")
     stack.write(f'[stack]\nbackend = "uwsgi"\nbase_port = {free_port()}\n'

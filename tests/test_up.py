@@ -76,7 +76,8 @@ def test_failing_app_is_reported_and_nothing_is_left(stack):
     res = stack.cli("up", "--detach")
     assert res.code == 2
     assert res.err.splitlines()[-1].startswith(
-        "wsgistack: error: service 'api' cannot load its app: cannot load app "
+        "wsgistack: error: service 'api' exited during start-up: cannot load its app: cannot "
+        "load app "
         "'broken:application': ModuleNotFoundError: No module named 'no_such_dependency_xyz'; "
     )
     assert res.err.endswith("fix services.api.app or install what it imports\n")

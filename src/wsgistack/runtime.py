@@ -317,19 +317,22 @@ def wait_healthy(plan: Plan, running: list[Running],
     Returns {service: ""} on success; raises ServerError naming the first service that died
     or never became healthy, with the reason and the last line of its log.
     """
-    owner = {name: r for r in running for name in r.serves}
+    # Every process a service needs: its own (a uWSGI behind a front end) and the front end.
+    owners = {s.name: sorted((r for r in running if s.name in r.serves),
+                             key=lambda r: r.name != s.name) for s in plan.services}
     pending = {s.name: s for s in plan.services}
     last: dict[str, str] = {}
     deadline = time.monotonic() + plan.start_timeout
     while pending:
         for name, svc in list(pending.items()):
-            proc = owner[name]
-            _reap(proc.pid)
-            if not proc.alive():
-                raise _failure(svc, proc, "exited during start-up")
+            proc = owners[name][0]  # its own process, whose log tells what went wrong
+            for r in owners[name]:
+                _reap(r.pid)
+                if not r.alive():
+                    raise _failure(svc, r, "exited during start-up")
             status, why = http_status(svc.health_url, timeout=1.0)
             last[name] = f"HTTP {status}" if status else why
-            if status == svc.config.health_status and _workers_ready(proc):
+            if status == svc.config.health_status and all(map(_workers_ready, owners[name])):
                 del pending[name]
                 progress(f"{name} healthy")
             elif status >= 500 and not plan.front_port:
@@ -340,7 +343,7 @@ def wait_healthy(plan: Plan, running: list[Running],
         if pending and time.monotonic() > deadline:
             name, svc = next(iter(pending.items()))
             raise _failure(
-                svc, owner[name],
+                svc, owners[name][0],
                 f"did not become healthy in {plan.start_timeout:g}s (last: {last.get(name)} "
                 f"from {svc.health_url}, expected {svc.config.health_status})",
             )
@@ -366,8 +369,8 @@ def _workers_ready(proc: Running) -> bool:
 
 def _failure(svc: ServicePlan, proc: Running, what: str) -> ServerError:
     reason = diagnose(svc) if "cannot load" not in what else ""
-    if reason:
-        what = f"cannot load its app: {reason}"
+    if reason:  # what happened, then why
+        what = f"{what}: cannot load its app: {reason}"
         fix = f"fix services.{svc.name}.app or install what it imports"
     else:
         fix = f"see `wsgistack logs {svc.name}`"

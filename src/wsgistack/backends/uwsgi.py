@@ -38,10 +38,7 @@ def ini(plan: Plan, svc: ServicePlan, listen: list[str]) -> str:
         f"threads = {cfg.threads}",
         "enable-threads = true",
         "single-interpreter = true",
-        # Serialises accept() where threads of several processes share a socket. Only there:
-        # a worker waiting on the lock at shutdown is not stopped gracefully, and `down`
-        # then waited out worker-reload-mercy (12 s instead of 1 s, in 2 runs of 8).
-        *(["thunder-lock = true"] if cfg.processes > 1 and cfg.threads > 1 else []),
+        "thunder-lock = true",
         "lazy-apps = true",
         "need-app = true",
         "die-on-term = true",
