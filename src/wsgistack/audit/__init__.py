@@ -124,8 +124,10 @@ def _hints(tree: Tree) -> None:
                 tree.add("devstack", rel, scan.line_of(text, m.start()), m.group(1))
             continue
         if suffix in (".rst", ".md", ".txt"):
+            # requirements*.txt naming gunicorn is not documentation of a deployment
+            prose = suffix != ".txt" or rel.split("/")[0] in ("doc", "docs")
             m = scan.DOCS.search(text)
-            if m and not _is_test(rel, TESTS):
+            if m and prose and not _is_test(rel, TESTS):
                 tree.add("docs", rel, scan.line_of(text, m.start()), f"mentions {m.group(1)}")
             continue
         section = re.search(r"^\[(pipeline|app|composite):[^\]]*\]", text, re.M)
