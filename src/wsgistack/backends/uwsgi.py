@@ -19,6 +19,9 @@ APP_AS_WORKER_USER = False  # the app runs as the front end's worker user
 DESCRIPTION = "uWSGI per service on its own port (http11-socket)"
 PLUGIN = "/usr/lib/uwsgi/plugins/python3_plugin.so"
 DEBIAN_PYTHON = "/usr/bin/python3"
+# Logged by each worker once it accepts (after loading the app, lazy-apps): `up` waits for
+# all of them, since a worker still loading misses a graceful stop and holds `down` for
+# worker-reload-mercy.
 READY_LINE = "wsgistack: worker ready"
 CHUNKED_INPUT_LIMIT = 1 << 30  # the 1 MB default hung large uploads
 
