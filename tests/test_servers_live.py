@@ -195,3 +195,45 @@ def test_unreadable_interpreter_is_explained(stack, tmp_path):
         f"wsgistack: error: backend mod_wsgi needs the venv of service p to be readable by "
         f"Apache's user www-data: {private / 'venv'} is unreadable; create the venv outside a "
         "private directory, or make every parent directory searchable (chmod o+x)")
+
+
+@pytest.mark.parametrize("backend", sorted(BACKENDS))
+def test_reload_applies_a_changed_manifest_in_place(shared_stack, backend):
+    port = free_port()
+    fixtures = shared_stack.root / "fixtures"
+    manifest = MANIFEST.format(port=port, fixtures=fixtures)
+    shared_stack.write(manifest.replace('threads = 2\n', 'threads = 2\n'
+                                        'env = { SAMPLE_SETTING = "one" }\n'))
+    assert shared_stack.cli("up", "--detach", "--backend", backend).code == 0
+    api = f"http://127.0.0.1:{port if BACKENDS[backend].FRONT_END else port + 2}/api/v1/x"
+    assert get(api)["env"] == "one"
+    leaders = shared_stack.pids()
+
+    shared_stack.write(manifest.replace('threads = 2\n', 'threads = 2\n'
+                                        'env = { SAMPLE_SETTING = "two" }\n'))
+    res = shared_stack.cli("reload")
+    assert res.code == 0, res.err
+    assert res.err.splitlines()[-1].startswith(
+        f"reloaded {len(leaders)} process(es) of stack 'live' in ")
+    assert get(api)["env"] == "two"  # every worker from before is gone
+    assert shared_stack.pids() == leaders and all(alive(p) for p in leaders)
+
+    shared_stack.write(manifest.replace(f"base_port = {port}", f"base_port = {port + 10}"))
+    res = shared_stack.cli("reload")
+    assert res.code == 2
+    assert res.err.endswith("services, prefixes or ports changed since `up`; a reload keeps "
+                            "them: run `wsgistack down` then `up`\n")
+    assert shared_stack.cli("down").code == 0
+
+
+def test_reload_keeps_the_base_port_up_was_given(shared_stack):
+    shared_stack.write(MANIFEST.format(port=free_port(), fixtures=shared_stack.root / "fixtures"))
+    port = free_port()
+    assert shared_stack.cli("up", "--detach", "--backend", "gunicorn",
+                            "--base-port", str(port)).code == 0
+    leaders = shared_stack.pids()
+    res = shared_stack.cli("reload")
+    assert res.code == 0, res.err
+    assert shared_stack.pids() == leaders
+    assert get(f"http://127.0.0.1:{port}/")["stack"] == "live"
+    assert shared_stack.cli("down").code == 0

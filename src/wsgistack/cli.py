@@ -35,7 +35,8 @@ def _load(args: argparse.Namespace) -> manifest.Manifest:
 def _plan(args: argparse.Namespace, m: manifest.Manifest | None = None) -> plan.Plan:
     m = m or _load(args)
     backend = getattr(args, "backend", None) or m.stack.backend
-    return plan.build(m, backend)
+    built = plan.build(m, backend)
+    return dataclasses.replace(built, base_port_given=bool(getattr(args, "base_port", None)))
 
 
 def table(rows: Sequence[Sequence[object]], header: Sequence[str]) -> str:
@@ -72,6 +73,22 @@ def cmd_up(args: argparse.Namespace) -> int:
     runtime.stop_stack(p.state, running)
     _say("stopped")
     return code
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    m = _load(args)
+    state = runtime.load_state(str(m.state_path)) or {}
+    # As `up` was run: its --backend and --base-port are in the state.
+    backend = args.backend or str(state.get("backend") or m.stack.backend)
+    given = args.base_port or state.get("base_port")
+    if isinstance(given, int):
+        m = dataclasses.replace(m, stack=dataclasses.replace(m.stack, base_port=given))
+    p = dataclasses.replace(plan.build(m, backend), base_port_given=isinstance(given, int))
+    t0 = time.monotonic()
+    running = runtime.reload(p, lambda msg: _say(f"  {msg}"))
+    _say(f"reloaded {len(running)} process(es) of stack '{p.name}' in "
+         f"{time.monotonic() - t0:.2f}s")
+    return 0
 
 
 def cmd_down(args: argparse.Namespace) -> int:
@@ -239,6 +256,9 @@ def parser() -> argparse.ArgumentParser:
     p = add("up", cmd_up, "bring the stack up, health-checked, and print its catalog", True)
     p.add_argument("-d", "--detach", action="store_true", help="leave it running and return")
     p.add_argument("--base-port", type=int, help="override [stack] base_port")
+    p = add("reload", cmd_reload, "re-render and have every server replace its workers "
+            "gracefully, in place (same processes, ports and prefixes)", True)
+    p.add_argument("--base-port", type=int, help="default: the one `up` used")
     add("down", cmd_down, "stop every process of the stack")
     add("status", cmd_status, "show each service's process and health")
     p = add("logs", cmd_logs, "show a service's (or server process's) log")

@@ -75,8 +75,10 @@ class Plan:
     host: str
     state: str  # absolute state directory
     front_port: int  # the one front door's port; 0 when each service listens itself
+    base_port: int
     start_timeout: float
     services: tuple[ServicePlan, ...]
+    base_port_given: bool = False  # by `up --base-port`, not the manifest: `reload` keeps it
 
     def path(self, *parts: str) -> str:
         return os.path.join(self.state, *parts)
@@ -232,6 +234,7 @@ def build(manifest: Manifest, backend: str, state: Path | None = None) -> Plan:
     services = [dataclasses.replace(s, env={**s.env, CATALOG_ENV: catalog}) for s in services]
     return Plan(
         name=stack.name, source=manifest.path, backend=backend, host=stack.host,
-        state=state_dir, front_port=front_port, start_timeout=stack.start_timeout,
+        state=state_dir, front_port=front_port, base_port=stack.base_port,
+        start_timeout=stack.start_timeout,
         services=tuple(services),
     )

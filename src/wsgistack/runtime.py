@@ -8,6 +8,7 @@ and is recorded with its start time so a recycled pid is never mistaken for ours
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import grp
 import http.client
@@ -196,6 +197,7 @@ def state_path(state_dir: str) -> Path:
 def save_state(plan: Plan, running: list[Running]) -> None:
     doc = {
         "stack": plan.name, "backend": plan.backend, "manifest": plan.source,
+        "base_port": plan.base_port if plan.base_port_given else None,
         "procs": [{"name": r.name, "pid": r.pid, "started": r.started, "log": r.log,
                    "serves": list(r.serves)} for r in running],
         "services": [{"name": s.name, "url": s.public_url, "health_url": s.health_url,
@@ -406,6 +408,54 @@ def up(plan: Plan, progress: Callable[[str], None]) -> list[Running]:
         stop_stack(plan.state, running)
         raise
     return running
+
+
+def _child_pids(pid: int) -> set[int]:
+    """Children of `pid`, whichever of its threads started them."""
+    pids: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        with contextlib.suppress(OSError):
+            pids |= {int(p) for p in (task / "children").read_text().split()}
+    return pids
+
+
+def reload(plan: Plan, progress: Callable[[str], None]) -> list[Running]:
+    """Re-render, then have every server reload gracefully, in place: done when none of the
+    workers from before is left and every service is healthy (and, under uWSGI, loaded)."""
+    state = load_state(plan.state)
+    running = running_from(state) if state else []
+    if not running or not all(r.alive() for r in running):
+        raise ServerError(f"stack '{plan.name}' is not up (or not whole: see `wsgistack "
+                          "status`); start it with `wsgistack up`")
+    if state and state.get("backend") != plan.backend:
+        raise ServerError(f"stack '{plan.name}' runs under {state.get('backend')}, not "
+                          f"{plan.backend}; to switch, run `wsgistack down` then `up`")
+    urls = {s["name"]: s["url"] for s in state.get("services", [])}  # type: ignore[union-attr]
+    if urls != {s.name: s.public_url for s in plan.services}:
+        raise ServerError(f"{plan.source}: services, prefixes or ports changed since `up`; "
+                          "a reload keeps them: run `wsgistack down` then `up`")
+    provision.prepare(plan, progress)
+    write_files(plan.state, render(plan))
+    check_requirements(plan)
+    provision.render_templates(plan)
+    provision.run_setup(plan, progress)
+    procs = {p.name: p for p in get(plan.backend).command(plan)}
+    old: set[int] = set()
+    for r in running:
+        proc = procs[r.name]
+        old |= _child_pids(r.pid)
+        with open(r.log, "ab") as log:  # ready lines count from here
+            log.write(f"{START_MARK}reload ({signal.Signals(proc.reload_signal).name})\n".encode())
+        os.kill(r.pid, proc.reload_signal)
+    current = [dataclasses.replace(r, ready=procs[r.name].ready) for r in running]
+    deadline = time.monotonic() + plan.start_timeout
+    while old & set().union(*(_child_pids(r.pid) for r in current)):
+        if time.monotonic() > deadline:
+            raise ServerError(f"stack '{plan.name}': old workers still running "
+                              f"{plan.start_timeout:g}s after the reload; see `wsgistack logs`")
+        time.sleep(0.05)
+    wait_healthy(plan, current, progress)
+    return current
 
 
 def stop_stack(state_dir: str, running: list[Running]) -> None:

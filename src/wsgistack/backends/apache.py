@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import shutil
+import signal
 
 from wsgistack.backends.base import Proc, Requirement, log_path, readable, worker_user
 from wsgistack.backends.quoting import apache as q
@@ -111,6 +112,7 @@ def command(plan: Plan) -> list[Proc]:
         name="apache", argv=(binary(), "-f", plan.path("conf", "httpd.conf"), "-DFOREGROUND"),
         log=log_path(plan, "apache"), cwd=plan.state,
         serves=tuple(s.name for s in plan.services),
+        reload_signal=signal.SIGUSR1,  # graceful restart: mod_wsgi daemons included
     )]
 
 

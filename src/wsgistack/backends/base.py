@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -24,6 +25,8 @@ class Proc:
     # A line the server logs as each worker becomes ready, and how many workers: healthy
     # means all of them ready, not just the first to answer.
     ready: tuple[str, int] | None = None
+    # What makes the server reload its config and replace its workers gracefully.
+    reload_signal: int = signal.SIGHUP
 
 
 @dataclass(frozen=True)
