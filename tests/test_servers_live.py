@@ -57,6 +57,7 @@ def shared_stack() -> Iterator[Stack]:
     for pid in pids:
         assert not alive(pid), f"pid {pid} survived down"
     shutil.rmtree(root, ignore_errors=True)
+    shutil.rmtree(root, ignore_errors=True)
 
 
 def get(url: str, headers: dict[str, str] | None = None) -> dict:
