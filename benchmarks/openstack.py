@@ -47,10 +47,7 @@ def run(duration: float, connections: int, backends: list[str]) -> list[list[str
             rows.append([backend, "-", "-", res.stderr.strip().splitlines()[-1]])
             continue
         try:
-            state = runtime.load_state(str(HOME / ".wsgistack")) or {}
-            listed = state.get("services", [])
-            assert isinstance(listed, list)
-            urls = {s["name"]: s["url"].rstrip("/") for s in listed}
+            urls = servers.running_stack(HOME)[0]
             token = _token(urls["keystone"])
             placement = wrk.run(urls["placement"] + "/", duration, connections)
             validate = wrk.run(urls["keystone"] + "/v3/auth/tokens", duration, connections,

@@ -56,6 +56,16 @@ class Stack:
     up_seconds: float
 
 
+def running_stack(workdir: Path) -> tuple[dict[str, str], dict[str, int]]:
+    """The URL of each service (no trailing slash) and the pid of each process of the stack
+    that is up in `workdir`, from its state."""
+    state = runtime.load_state(str(workdir / ".wsgistack")) or {}
+    services = state.get("services", [])
+    assert isinstance(services, list)
+    return ({s["name"]: s["url"].rstrip("/") for s in services},
+            {r.name: r.pid for r in runtime.running_from(state)})
+
+
 @contextlib.contextmanager
 def wsgistack_stack(workdir: Path, backend: str, services: dict[str, str], processes: int,
                     threads: int) -> Iterator[Stack]:
@@ -71,11 +81,7 @@ def wsgistack_stack(workdir: Path, backend: str, services: dict[str, str], proce
     if res.returncode != 0:
         raise RuntimeError(f"wsgistack up ({backend}) failed: {res.stderr.strip()}")
     try:
-        state = runtime.load_state(str(workdir / ".wsgistack")) or {}
-        services_state = state.get("services", [])
-        assert isinstance(services_state, list)
-        urls = {s["name"]: s["url"].rstrip("/") for s in services_state}
-        procs = {r.name: r.pid for r in runtime.running_from(state)}
+        urls, procs = running_stack(workdir)
         yield Stack(backend, urls, procs, took)
     finally:
         wsgistack_cli("down", cwd=workdir)

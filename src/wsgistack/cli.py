@@ -26,10 +26,12 @@ def _say(message: str) -> None:
 
 
 def _load(args: argparse.Namespace) -> manifest.Manifest:
-    m = manifest.find(args.file, Path.cwd())
-    if getattr(args, "base_port", None):
-        m = dataclasses.replace(m, stack=dataclasses.replace(m.stack, base_port=args.base_port))
-    return m
+    return _with_base_port(manifest.find(args.file, Path.cwd()), getattr(args, "base_port", None))
+
+
+def _with_base_port(m: manifest.Manifest, port: int | None) -> manifest.Manifest:
+    return dataclasses.replace(m, stack=dataclasses.replace(m.stack, base_port=port)) if port \
+        else m
 
 
 def _plan(args: argparse.Namespace, m: manifest.Manifest | None = None) -> plan.Plan:
@@ -79,11 +81,11 @@ def cmd_reload(args: argparse.Namespace) -> int:
     m = _load(args)
     state = runtime.load_state(str(m.state_path)) or {}
     # As `up` was run: its --backend and --base-port are in the state.
-    backend = args.backend or str(state.get("backend") or m.stack.backend)
-    given = args.base_port or state.get("base_port")
-    if isinstance(given, int):
-        m = dataclasses.replace(m, stack=dataclasses.replace(m.stack, base_port=given))
-    p = dataclasses.replace(plan.build(m, backend), base_port_given=isinstance(given, int))
+    args.backend = args.backend or state.get("backend")
+    if not args.base_port and isinstance(state.get("base_port"), int):
+        args.base_port = state["base_port"]
+        m = _with_base_port(m, args.base_port)
+    p = _plan(args, m)
     t0 = time.monotonic()
     running = runtime.reload(p, lambda msg: _say(f"  {msg}"))
     _say(f"reloaded {len(running)} process(es) of stack '{p.name}' in "

@@ -36,8 +36,9 @@ def _run_logged(argv: list[str] | tuple[str, ...], log: Path,
 
 
 def _last_line(log: Path) -> str:
-    lines = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
-    return lines[-1].strip() if lines else "(no output)"
+    from wsgistack.runtime import log_tail  # runtime imports this module
+
+    return log_tail(str(log)) or "(no output)"
 
 
 def ensure_venv(svc: ServicePlan, logs: Path, progress: Callable[[str], None]) -> None:

@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 from urllib.parse import urlsplit
 
 from wsgistack import provision
@@ -183,6 +184,7 @@ class Running:
     log: str
     serves: tuple[str, ...]
     ready: tuple[str, int] | None = None  # from Proc.ready; known only to the `up` that started it
+    since: int = 0  # where in the log this start's (or reload's) output begins
 
     def alive(self) -> bool:
         fields = _proc_stat(self.pid)
@@ -228,12 +230,19 @@ def running_from(state: dict[str, object]) -> list[Running]:
 
 # ---- start, wait, stop -----------------------------------------------------------------
 
+def _mark(log: BinaryIO, what: str) -> int:
+    """Write a marker line into a server's log; return where the output after it begins."""
+    since = log.seek(0, os.SEEK_END)
+    log.write(f"{START_MARK}{what}\n".encode())
+    log.flush()
+    return since
+
+
 def start(proc: Proc) -> Running:
     Path(proc.log).parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, **proc.env}
     with open(proc.log, "ab") as log:
-        log.write(f"{START_MARK}{' '.join(proc.argv)}\n".encode())
-        log.flush()
+        since = _mark(log, " ".join(proc.argv))
         try:
             child = subprocess.Popen(
                 proc.argv, cwd=proc.cwd, env=env, stdin=subprocess.DEVNULL, stdout=log,
@@ -244,7 +253,7 @@ def start(proc: Proc) -> Running:
                 from None
     _children[child.pid] = child
     return Running(proc.name, child.pid, _start_time(child.pid), proc.log,
-                   proc.serves or (proc.name,), proc.ready)
+                   proc.serves or (proc.name,), proc.ready, since)
 
 
 def _reap(pid: int) -> None:
@@ -362,11 +371,12 @@ def _workers_ready(proc: Running) -> bool:
         return True
     line, count = proc.ready
     try:
-        text = Path(proc.log).read_text(encoding="utf-8", errors="replace")
+        with open(proc.log, "rb") as log:  # only what was written since: logs grow for weeks
+            log.seek(proc.since)
+            text = log.read().decode("utf-8", errors="replace")
     except OSError:
         return False
-    since_start = text.rsplit(START_MARK, 1)[-1]
-    return sum(1 for ln in since_start.splitlines() if ln == line) >= count
+    return sum(1 for ln in text.splitlines() if ln == line) >= count
 
 
 def _failure(svc: ServicePlan, proc: Running, what: str) -> ServerError:
@@ -382,6 +392,17 @@ def _failure(svc: ServicePlan, proc: Running, what: str) -> ServerError:
     )
 
 
+def _prepare(plan: Plan, progress: Callable[[str], None]) -> None:
+    """Everything the servers read, made or checked before they start (or reload)."""
+    provision.prepare(plan, progress)  # first: the requirement checks look into the venvs
+    write_files(plan.state, render(plan))
+    for sub in ("run", "logs"):
+        Path(plan.state, sub).mkdir(parents=True, exist_ok=True)
+    check_requirements(plan)  # after writing: some ask whether the server can read the files
+    provision.render_templates(plan)
+    provision.run_setup(plan, progress)
+
+
 def up(plan: Plan, progress: Callable[[str], None]) -> list[Running]:
     """Start the whole plan and wait for health; on any failure stop what was started."""
     state = load_state(plan.state)
@@ -390,14 +411,8 @@ def up(plan: Plan, progress: Callable[[str], None]) -> list[Running]:
             f"stack '{plan.name}' is already up (state in {plan.state}); run `wsgistack down` "
             "first, or use another [stack] state_dir"
         )
-    provision.prepare(plan, progress)  # first: the requirement checks look into the venvs
     check_ports(plan)
-    write_files(plan.state, render(plan))
-    for sub in ("run", "logs"):
-        Path(plan.state, sub).mkdir(parents=True, exist_ok=True)
-    check_requirements(plan)  # after writing: some ask whether the server can read the files
-    provision.render_templates(plan)
-    provision.run_setup(plan, progress)
+    _prepare(plan, progress)
     running: list[Running] = []
     try:
         for proc in get(plan.backend).command(plan):
@@ -434,20 +449,17 @@ def reload(plan: Plan, progress: Callable[[str], None]) -> list[Running]:
     if urls != {s.name: s.public_url for s in plan.services}:
         raise ServerError(f"{plan.source}: services, prefixes or ports changed since `up`; "
                           "a reload keeps them: run `wsgistack down` then `up`")
-    provision.prepare(plan, progress)
-    write_files(plan.state, render(plan))
-    check_requirements(plan)
-    provision.render_templates(plan)
-    provision.run_setup(plan, progress)
+    _prepare(plan, progress)
     procs = {p.name: p for p in get(plan.backend).command(plan)}
     old: set[int] = set()
+    current = []
     for r in running:
         proc = procs[r.name]
         old |= _child_pids(r.pid)
         with open(r.log, "ab") as log:  # ready lines count from here
-            log.write(f"{START_MARK}reload ({signal.Signals(proc.reload_signal).name})\n".encode())
+            since = _mark(log, f"reload ({signal.Signals(proc.reload_signal).name})")
         os.kill(r.pid, proc.reload_signal)
-    current = [dataclasses.replace(r, ready=procs[r.name].ready) for r in running]
+        current.append(dataclasses.replace(r, ready=proc.ready, since=since))
     deadline = time.monotonic() + plan.start_timeout
     while old & set().union(*(_child_pids(r.pid) for r in current)):
         if time.monotonic() > deadline:

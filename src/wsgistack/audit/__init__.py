@@ -84,10 +84,9 @@ def _project_name(tree: Tree) -> str:
     return m.group(1) if m else tree.root.name
 
 
-def _entries(tree: Tree) -> list[str]:
+def _entries(tree: Tree, eps: dict[str, list[tuple[str, str, int, str]]]) -> list[str]:
     """Collect entry-point findings; return the files a WSGI server would load."""
     files = []
-    eps = scan.entry_points(tree)
     for name, target, line, where in eps.get("wsgi_scripts", []):
         module = scan.module_exists(tree, target)
         if module:
@@ -142,9 +141,9 @@ def _hints(tree: Tree) -> None:
             break
 
 
-def _commands(tree: Tree) -> None:
+def _commands(tree: Tree, eps: dict[str, list[tuple[str, str, int, str]]]) -> None:
     scripts = {}
-    for name, target, line, where in scan.entry_points(tree).get("console_scripts", []):
+    for name, target, line, where in eps.get("console_scripts", []):
         scripts[scan.module_exists(tree, target)] = name
         tree.add("console-script", where, line, f"{name} = {target}")
     for rel, text in tree.texts.items():
@@ -161,8 +160,7 @@ def _commands(tree: Tree) -> None:
             tree.add("command-server", rel, scan.line_of(text, pos), what + script)
 
 
-def _risks(tree: Tree, entries: list[str]) -> None:
-    chains = scan.reachable(tree, entries)
+def _risks(tree: Tree, chains: dict[str, list[str]]) -> None:
     argv_seen, env_config = False, False
     for rel, chain in chains.items():
         text = tree.texts[rel]
@@ -201,13 +199,13 @@ def _covered(command: Finding, entries: list[str], reached: dict[str, list[str]]
     return Path(command.file).stem in stems or bool(script and script.group(1) in stems)
 
 
-def _verdict(tree: Tree, entries: list[str]) -> tuple[str, list[str]]:
+def _verdict(tree: Tree, entries: list[str],
+             reached: dict[str, list[str]]) -> tuple[str, list[str]]:
     found = {k: [f for f in tree.findings if f.kind == k] for k in KINDS}
 
     def at(f: Finding) -> str:
         return f"{f.file}:{f.line}"
 
-    reached = scan.reachable(tree, entries)
     commands = found["command-server"]
     uncovered = [f for f in commands if not _covered(f, entries, reached)]
     broken = found["wsgi-script-broken"] + found["wsgi-module-empty"]
@@ -249,11 +247,13 @@ def audit_tree(path: str) -> Audit:
         raise AuditError(f"{path}: cannot be read (permission denied); run as a user who can "
                          "read it, or fix its permissions")
     tree = scan.read_tree(root)
-    entries = _entries(tree)
+    eps = scan.entry_points(tree)
+    entries = _entries(tree, eps)
+    reached = scan.reachable(tree, entries)  # each entry's import path
     _hints(tree)
-    _commands(tree)
-    _risks(tree, entries)
-    verdict, reasons = _verdict(tree, entries)
+    _commands(tree, eps)
+    _risks(tree, reached)
+    verdict, reasons = _verdict(tree, entries, reached)
     findings = sorted(set(tree.findings), key=lambda f: (f.file, f.line, f.kind))
     return Audit(_project_name(tree), str(root), verdict, tuple(reasons), tuple(findings))
 
