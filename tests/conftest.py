@@ -3,8 +3,10 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import shutil
 import signal
 import sys
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +42,16 @@ def run_cli(*argv: str, cwd: Path | None = None) -> Result:
     finally:
         os.chdir(old)
     return Result(code, out.getvalue(), err.getvalue())
+
+
+@pytest.fixture
+def tmp_path() -> Iterator[Path]:
+    """A temporary directory that the users services run as (wsgistack, www-data) can
+    reach: pytest's own lie under a private /tmp/pytest-of-root when the tests run as root."""
+    root = Path(tempfile.mkdtemp(prefix="wsgistack-test-", dir="/tmp"))
+    root.chmod(0o755)
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture

@@ -44,7 +44,7 @@ setup = ["sh -c 'echo ran >> ${data}/count'", "sh -c 'cat ${state}/etc/app.conf'
     url = f"http://127.0.0.1:{port}/api"
     with urllib.request.urlopen(url + "/", timeout=10) as resp:
         assert json.loads(resp.read())["env"] == f"{state}/data/api|{url}"
-    user = pwd.getpwuid(os.getuid()).pw_name
+    user = "wsgistack" if os.geteuid() == 0 else pwd.getpwuid(os.getuid()).pw_name
     conf = f"url={url} front=http://127.0.0.1:{port} user={user} $5\n"
     assert (state / "etc" / "app.conf").read_text() == conf
     log = (state / "logs" / "api-setup.log").read_text()
@@ -62,7 +62,7 @@ def test_failing_setup_starts_nothing(stack):
     res = stack.cli("up", "--detach")
     assert res.code == 2
     assert res.err.splitlines()[-1].startswith(
-        "wsgistack: error: service 'api': setup command `sh -c echo boom; exit 3` failed "
+        "wsgistack: error: service 'api': setup command `sh -c 'echo boom; exit 3'` failed "
         "(exit 3): boom; see ")
     assert not (stack.root / ".wsgistack" / "state.json").exists()
     assert not (stack.root / ".wsgistack" / "setup" / "api.done").exists()

@@ -175,27 +175,26 @@ def test_missing_apache_module(stack, monkeypatch, tmp_path):
         "(it ships mod_proxy_uwsgi)")
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="Apache serves as www-data only when root")
-def test_unreadable_interpreter_is_explained(stack, tmp_path):
-    private = tmp_path / "private"
+@pytest.mark.skipif(os.geteuid() != 0, reason="services get a user of their own only as root")
+@pytest.mark.parametrize("backend", sorted(BACKENDS))
+def test_unreadable_venv_is_explained(stack, backend):
+    private = stack.root / "private"
     (private / "venv" / "bin").mkdir(parents=True)
     (private / "venv" / "bin" / "python").symlink_to(os.path.realpath("/usr/bin/python3"))
     private.chmod(0o700)
-    assert not runtime.reachable(str(private / "venv"), "www-data")
-    assert runtime.reachable("/usr/bin/python3", "www-data")
-    state = Path(tempfile.mkdtemp(prefix="wsgistack-state-", dir="/tmp"))
-    state.chmod(0o755)
-    stack.write(f'[stack]\nbackend = "mod_wsgi"\nbase_port = {free_port()}\n'
-                f'state_dir = "{state}"\n'
+    assert not runtime.reachable(str(private / "venv"), "wsgistack")
+    assert runtime.reachable("/usr/bin/python3", "wsgistack")
+    stack.write(f'[stack]\nbackend = "{backend}"\nbase_port = {free_port()}\n'
                 f'[services.p]\napp = "wsgistack.apps.probe:application"\n'
                 f'venv = "{private / "venv"}"\n')
     res = stack.cli("up", "--detach")
-    shutil.rmtree(state, ignore_errors=True)
     assert res.code == 2
     assert res.err.splitlines()[-1] == (
-        f"wsgistack: error: backend mod_wsgi needs the venv of service p to be readable by "
-        f"Apache's user www-data: {private / 'venv'} is unreadable; create the venv outside a "
-        "private directory, or make every parent directory searchable (chmod o+x)")
+        f"wsgistack: error: backend {backend} needs the venv of service p to be readable by "
+        f"wsgistack: {private / 'venv'} is unreadable; let wsgistack read it and search every "
+        "directory above it (chmod o+x), move it out of a private directory such as /root, "
+        "or set services.p.user")
+    assert stack.pids() == []
 
 
 @pytest.mark.parametrize("backend", sorted(BACKENDS))

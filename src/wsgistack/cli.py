@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from wsgistack import check, entry, manifest, plan, runtime
+from wsgistack import access, check, entry, manifest, plan, runtime, secrets
 from wsgistack.backends import BACKENDS
 from wsgistack.errors import WsgistackError
 
@@ -22,7 +23,12 @@ EXIT_NOT_UP = 3
 
 
 def _say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    print(secrets.redact(message), file=sys.stderr, flush=True)
+
+
+def _show(text: str) -> None:
+    """Standard output: every line passes the secret filter."""
+    print(secrets.redact(text), flush=True)
 
 
 def _load(args: argparse.Namespace) -> manifest.Manifest:
@@ -38,6 +44,9 @@ def _plan(args: argparse.Namespace, m: manifest.Manifest | None = None) -> plan.
     m = m or _load(args)
     backend = getattr(args, "backend", None) or m.stack.backend
     built = plan.build(m, backend)
+    secrets.hide(built.secrets)
+    for warning in built.warnings:
+        _say(f"wsgistack: warning: {warning}")
     return dataclasses.replace(built, base_port_given=bool(getattr(args, "base_port", None)))
 
 
@@ -67,7 +76,7 @@ def cmd_up(args: argparse.Namespace) -> int:
          f"from {p.source}")
     running = runtime.up(p, lambda m: _say(f"  {m}"))
     _say(f"up in {time.monotonic() - t0:.2f}s; state in {p.state}")
-    print(catalog_table(p, running), flush=True)
+    _show(catalog_table(p, running))
     if args.detach:
         return 0
     _say("running in the foreground; Ctrl-C stops the stack")
@@ -111,24 +120,32 @@ def cmd_status(args: argparse.Namespace) -> int:
     m = _load(args)
     state = runtime.load_state(str(m.state_path))
     if state is None:
-        print(f"stack '{m.stack.name}' is not up")
+        _show(json.dumps({"stack": m.stack.name, "up": False}) if args.json
+              else f"stack '{m.stack.name}' is not up")
         return EXIT_NOT_UP
     running = runtime.running_from(state)
     services = state["services"]
     assert isinstance(services, list)
-    rows, healthy = [], True
+    rows, docs, healthy = [], [], True
     for svc in services:
         pid = runtime.pid_of(running, svc["name"])
-        proc = next(r for r in running if svc["name"] in r.serves)
+        procs = [r for r in running if svc["name"] in r.serves]
         status, _why = runtime.http_status(svc["health_url"])
-        if not proc.alive():
-            health = f"crashed (pid {pid} gone; see wsgistack logs {proc.name})"
+        if not procs[0].alive():
+            health = f"crashed (pid {pid} gone; see wsgistack logs {procs[0].name})"
         else:
             health = "healthy" if status == svc["health_status"] else (
                 f"HTTP {status}" if status else "not answering")
         healthy &= health == "healthy"
         rows.append((svc["name"], svc["url"], state["backend"], pid, health))
-    print(table(rows, ("service", "url", "server", "pid", "health")))
+        docs.append({"name": svc["name"], "url": svc["url"], "health": health,
+                     "processes": [{"name": r.name, "pid": r.pid, "alive": r.alive(),
+                                    "user": runtime.owner(r.pid)} for r in procs]})
+    if args.json:
+        _show(json.dumps({"stack": m.stack.name, "up": True, "backend": state["backend"],
+                          "services": docs}, indent=1))
+    else:
+        _show(table(rows, ("service", "url", "server", "pid", "health")))
     return 0 if healthy else 1
 
 
@@ -142,7 +159,8 @@ def cmd_logs(args: argparse.Namespace) -> int:
             + (f"; logs there: {', '.join(known)}" if known else "; has the stack been up?")
         )
     lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
-    print("\n".join(lines[-args.lines:]))
+    _plan(args, m)  # what it holds of the manifest's secrets is masked
+    _show("\n".join(lines[-args.lines:]))
     return 0
 
 
@@ -150,10 +168,11 @@ def cmd_render(args: argparse.Namespace) -> int:
     m = _load(args)
     out = Path(args.output).absolute()
     p = plan.build(m, args.backend or m.stack.backend, state=out)
+    secrets.hide(p.secrets)
     files = runtime.render(p)
-    runtime.write_files(str(out), files)
+    access.write_rendered(p, files)  # as under the state dir: entries hold env values
     for rel in sorted(files):
-        print(out / rel)
+        _show(str(out / rel))
     return 0
 
 
@@ -194,8 +213,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     state = Path(m.state_path, "serve", svc.name)
     single = dataclasses.replace(m, services=(svc,))
     p = plan.build(single, args.backend or m.stack.backend, state=state)
+    secrets.hide(p.secrets)
     running = runtime.up(p, lambda msg: _say(f"  {msg}"))
-    print(catalog_table(p, running), flush=True)
+    _show(catalog_table(p, running))
     code = runtime.wait_foreground(running, lambda msg: _say(f"  {msg}"))
     runtime.stop_stack(p.state, running)
     return code
@@ -203,12 +223,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     m = _load(args)
+    _plan(args, m)  # the manifest's secrets are masked in what the checks print
     results, skipped = check.run(m, args.service, check.select(args.backends),
                                  lambda msg: _say(f"  {msg}"))
     if results:
-        print(table(check.matrix(results), ("", "check", *results)))
+        _show(table(check.matrix(results), ("", "check", *results)))
     for backend, why in skipped.items():
-        print(f"{backend}: could not run: {why}")
+        _show(f"{backend}: could not run: {why}")
     differ = check.diverging(results)
     if differ:
         _say(f"backends diverge on: {', '.join(differ)}")
@@ -262,7 +283,9 @@ def parser() -> argparse.ArgumentParser:
             "gracefully, in place (same processes, ports and prefixes)", True)
     p.add_argument("--base-port", type=int, help="default: the one `up` used")
     add("down", cmd_down, "stop every process of the stack")
-    add("status", cmd_status, "show each service's process and health")
+    p = add("status", cmd_status, "show each service's process and health")
+    p.add_argument("--json", action="store_true", help="per service: URL, health and each "
+                   "process (name, pid, alive, user), as JSON")
     p = add("logs", cmd_logs, "show a service's (or server process's) log")
     p.add_argument("name")
     p.add_argument("-n", "--lines", type=int, default=50)
@@ -300,7 +323,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = args.handler(args)
     except WsgistackError as exc:
-        print(f"wsgistack: error: {exc}", file=sys.stderr)
+        _say(f"wsgistack: error: {exc}")
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         return 130

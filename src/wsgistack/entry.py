@@ -34,6 +34,7 @@ class EntrySpec:
     working_dir: str = ""
     mount: str = ""  # prefix to split off PATH_INFO, for servers that set no SCRIPT_NAME
     max_body: int = 0  # 413 above this declared length, for servers with no limit of their own
+    trusted_proxies: Sequence[str] = ()  # whose forwarded headers count (addresses, CIDRs)
 
 
 def module_name(service: str) -> str:
@@ -54,6 +55,7 @@ PYTHON_PATH = {python_path!r}
 WORKING_DIR = {working_dir!r}
 MOUNT = {mount!r}
 MAX_BODY = {max_body!r}
+TRUSTED_PROXIES = {trusted_proxies!r}
 
 _lock = _threading.Lock()
 _app = None
@@ -71,7 +73,7 @@ def get_application(args=None):
             if os.environ.get("WSGISTACK_VALIDATE"):  # `wsgistack check`: PEP 3333 checks
                 from wsgiref.validate import validator
                 built = validator(built)
-            _app = server_quirks(limit_body(mount(built, MOUNT), MAX_BODY))
+            _app = server_quirks(limit_body(mount(built, MOUNT), MAX_BODY), TRUSTED_PROXIES)
     return _app
 
 
@@ -137,6 +139,6 @@ def render(spec: EntrySpec) -> str:
     runner = _RUNNER.format(
         app=spec.app, name=spec.name, env=dict(spec.env), args=list(spec.args),
         python_path=list(spec.python_path), working_dir=spec.working_dir, mount=spec.mount,
-        max_body=spec.max_body,
+        max_body=spec.max_body, trusted_proxies=list(spec.trusted_proxies),
     )
     return header + _LOADER_BODY + runner

@@ -21,7 +21,7 @@ import inspect
 import os
 import runpy
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 WSGIApp = Callable[..., Any]
@@ -283,12 +283,67 @@ class _UwsgiChunkedInput:
         return iter(self.readline, b"")
 
 
-def server_quirks(app: WSGIApp) -> WSGIApp:
+# Request headers by which a proxy tells what the client sent, as WSGI environ keys. From a
+# client that is not a trusted proxy they are lies: removed before the app (or its own proxy
+# middleware, oslo's http_proxy_to_wsgi, werkzeug's ProxyFix) can believe them.
+FORWARDED_HEADERS = ("Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Port",
+                     "X-Forwarded-Proto", "X-Forwarded-Prefix", "X-Forwarded-Ssl",
+                     "X-Forwarded-Scheme", "X-Forwarded-Protocol", "X-Url-Scheme",
+                     "Front-End-Https")
+_FORWARDED_KEYS = tuple("HTTP_" + h.upper().replace("-", "_") for h in FORWARDED_HEADERS)
+
+
+def _networks(trusted: Sequence[str]) -> list[Any]:
+    import ipaddress
+
+    return [ipaddress.ip_network(t, strict=False) for t in trusted]
+
+
+def _from_trusted(environ: dict[str, Any], networks: list[Any]) -> bool:
+    import ipaddress
+
+    try:
+        addr: Any = ipaddress.ip_address(environ.get("REMOTE_ADDR", "").split("%")[0])
+    except ValueError:
+        return False
+    addr = getattr(addr, "ipv4_mapped", None) or addr
+    return any(addr in net for net in networks)
+
+
+def _forwarded_scheme(environ: dict[str, Any]) -> str:
+    """The scheme a trusted proxy says the client used ("" when it says none)."""
+    forwarded = str(environ.get("HTTP_FORWARDED", ""))
+    for part in forwarded.split(",", 1)[0].split(";"):
+        key, _, value = part.strip().partition("=")
+        if key.lower() == "proto":
+            return value.strip('"').lower()
+    for key in ("HTTP_X_FORWARDED_PROTO", "HTTP_X_FORWARDED_SCHEME",
+                "HTTP_X_FORWARDED_PROTOCOL", "HTTP_X_URL_SCHEME"):
+        value = str(environ.get(key, "")).split(",")[0].strip().lower()
+        if value:
+            return value
+    on = ("on", "true", "1", "yes")
+    if any(environ.get(k, "").lower() in on
+           for k in ("HTTP_X_FORWARDED_SSL", "HTTP_FRONT_END_HTTPS")):
+        return "https"
+    return ""
+
+
+def _own_scheme(environ: dict[str, Any]) -> str:
+    """uWSGI sets wsgi.url_scheme from X-Forwarded-Proto itself, whoever sent it: the scheme
+    of the connection is what the front end said (HTTPS, REQUEST_SCHEME) or plain http."""
+    if environ.get("HTTPS", "").lower() in ("on", "1"):
+        return "https"
+    return "https" if environ.get("REQUEST_SCHEME") == "https" else "http"
+
+
+def server_quirks(app: WSGIApp, trusted_proxies: Sequence[str] = ()) -> WSGIApp:
     """Make every server present the same request to the app.
 
-    - X-Forwarded-Proto sets wsgi.url_scheme (gunicorn and uWSGI did, granian and mod_wsgi
-      did not): services sit behind a TLS-terminating proxy, and version documents must
-      carry the scheme the client used.
+    - Forwarded headers count only from `trusted_proxies` (addresses or CIDRs), judged by
+      REMOTE_ADDR, which every server and front end sets from the connection: from anyone
+      else they are removed. From a trusted proxy, the scheme it names sets
+      wsgi.url_scheme (servers disagree on whether they do it themselves).
     - A chunked body under uWSGI's HTTP sockets is read through uwsgi.chunked_read().
     - SCRIPT_NAME is always present, and HTTP_CONTENT_TYPE/HTTP_CONTENT_LENGTH never are
       (uWSGI behind nginx gets both wrong; PEP 3333 says otherwise).
@@ -297,14 +352,21 @@ def server_quirks(app: WSGIApp) -> WSGIApp:
       shut down after its body, so the client sees where it ends.
     """
     close_unframed = bool(os.environ.get("WSGISTACK_CLOSE_UNFRAMED"))
+    networks = _networks(trusted_proxies)
 
     def uniform(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         environ.setdefault("SCRIPT_NAME", "")
         environ.pop("HTTP_CONTENT_TYPE", None)
         environ.pop("HTTP_CONTENT_LENGTH", None)
-        proto = environ.get("HTTP_X_FORWARDED_PROTO", "").lower()
-        if proto in ("http", "https"):
-            environ["wsgi.url_scheme"] = proto
+        if networks and _from_trusted(environ, networks):
+            proto = _forwarded_scheme(environ)
+            if proto in ("http", "https"):
+                environ["wsgi.url_scheme"] = proto
+        else:
+            for key in _FORWARDED_KEYS:
+                environ.pop(key, None)
+            if "uwsgi.version" in environ:
+                environ["wsgi.url_scheme"] = _own_scheme(environ)
         chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
         if chunked and "uwsgi.version" in environ and not environ.get("CONTENT_LENGTH"):
             import uwsgi  # only importable under uWSGI

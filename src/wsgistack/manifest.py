@@ -8,6 +8,7 @@ derived from those declarations.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import re
 import tomllib
 import types
@@ -64,6 +65,19 @@ class StackConfig:
         "", "Interpreter that creates service venvs (empty: Debian's /usr/bin/python3 when "
         "present, the one Debian's mod_wsgi and uWSGI embed, else the one running wsgistack)."
     )
+    user: str = setting(
+        "", "User every process that runs application code runs as when wsgistack is "
+        "started as root (empty: the `wsgistack` system user, created when missing with "
+        "`adduser --system --group`; `root` only when named, with a warning). Started as "
+        "another user, everything runs as that user."
+    )
+    group: str = setting("", "Group of that user's processes (empty: the user's own group).")
+    trusted_proxies: tuple[str, ...] = setting(
+        (), "Addresses or CIDRs (`10.0.0.5`, `10.0.0.0/24`) whose forwarded headers count: "
+        "`Forwarded`, `X-Forwarded-For/-Proto/-Host/-Port/-Prefix/-Ssl`; from any other "
+        "client they are removed before the app sees them (empty: from nobody; the stack's "
+        "own front end passes the client's address itself)."
+    )
 
 
 @dataclass(frozen=True)
@@ -85,8 +99,8 @@ class ServiceConfig:
     threads: int = setting(1, "Threads per worker process.", minimum=1)
     env: Mapping[str, str] = setting(
         {}, "Environment variables set before the app is imported (servers do not inherit the "
-        "caller's environment; these are written into every server config); values may use "
-        "`${variables}`."
+        "caller's environment: see `pass_env`); values may use `${variables}`, and "
+        "`${file:PATH}` for a secret kept in a file."
     )
     args: tuple[str, ...] = setting(
         (), "The app's own `sys.argv[1:]` (the loader always gives the app a clean argv)."
@@ -120,6 +134,22 @@ class ServiceConfig:
     timeout: int = setting(60, "Seconds a request may take before the server gives up.", minimum=1)
     upload: bool = setting(
         False, "The service takes large or chunked uploads: front ends stream bodies to it."
+    )
+    user: str = setting("", "User this service runs as, instead of `[stack] user`.")
+    group: str = setting("", "Group this service runs in, instead of `[stack] group`.")
+    env_files: tuple[str, ...] = setting(
+        (), "Files of `KEY=VALUE` lines (relative to the manifest) added to `env`; their "
+        "values are secrets. A file other users can read gets a warning."
+    )
+    secrets: tuple[str, ...] = setting(
+        (), "Keys of `env` whose values are secrets, besides keys with a word PASSWORD, "
+        "PASSWD, SECRET, TOKEN, KEY or CREDENTIAL(S) in them: shown as `***` in everything "
+        "wsgistack prints or logs."
+    )
+    pass_env: tuple[str, ...] = setting(
+        (), "Variables of the caller's environment passed to the service. Servers otherwise "
+        "start from a clean environment: `PATH`, `LANG`, `LC_ALL`, `TZ` (when set), the app "
+        "user's `HOME`, and `env`."
     )
 
 
@@ -156,10 +186,12 @@ VARIABLES = {
     "front_url": "the front door's URL (`http://HOST:PORT`): the front end's port, or the "
                  "first port (`base_port`) when each service listens itself",
     "prefix": "the service's URL prefix (empty for the root)",
-    "user": "the user the app runs as (`www-data` under mod_wsgi when started as root)",
+    "user": "the user the app runs as (see `[stack] user`)",
     "group": "that user's primary group",
     "venv": "the service's venv (its `sys.prefix`)",
     "python": "the service's interpreter",
+    "file:PATH": "the text of the file PATH (relative to the manifest), without its final "
+                 "line break: a secret, never shown",
 }
 
 
@@ -268,6 +300,12 @@ def parse(data: Mapping[str, Any], path: str, root: Path) -> Manifest:
             f"unknown backend '{stack.backend}'" + did_you_mean(stack.backend, BACKENDS)
             + f" (known: {', '.join(BACKENDS)})",
         )
+    for proxy in stack.trusted_proxies:
+        try:
+            ipaddress.ip_network(proxy, strict=False)
+        except ValueError:
+            raise ManifestError(path, "stack.trusted_proxies", f"'{proxy}' is not an address "
+                                "or a CIDR (e.g. '10.0.0.5' or '10.0.0.0/24')") from None
     if not _NAME_RE.match(stack.name):
         raise ManifestError(path, "stack.name", f"'{stack.name}' must match {_NAME_RE.pattern}")
     services_table = data.get("services", {})

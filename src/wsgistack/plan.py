@@ -6,25 +6,57 @@ Backends render from a :class:`Plan` only; nothing downstream reads the manifest
 from __future__ import annotations
 
 import dataclasses
-import grp
 import hashlib
+import ipaddress
 import json
 import os
-import pwd
 import shlex
 import string
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
+from wsgistack import secrets
 from wsgistack.apps.catalog import ENV_VAR as CATALOG_ENV
 from wsgistack.entry import module_name
 from wsgistack.errors import ManifestError
+from wsgistack.host import Host, Identity, identity
 from wsgistack.manifest import VARIABLES, Manifest, ServiceConfig
 
 DEBIAN_PYTHON = "/usr/bin/python3"
+
+
+class _Template(string.Template):
+    # `${file:/etc/keystone/admin-password}` as well as `${name}`.
+    braceidpattern = r"(?a:[_a-z][_a-z0-9]*(?::[^}]+)?)"
+
+
+class Variables(Mapping[str, str]):
+    """The `${variables}` of one service. `${file:PATH}` reads a secret from a file (relative
+    to the manifest); what was read is remembered, so that it is never shown."""
+
+    def __init__(self, values: Mapping[str, str], root: str) -> None:
+        self._values = dict(values)
+        self.root = root
+        self.secrets: set[str] = set()
+        self.warnings: list[str] = []
+        self.where = self.key = ""  # what is being substituted, for a missing file's message
+
+    def __getitem__(self, name: str) -> str:
+        if name.startswith("file:"):
+            value = secrets.read_file(Path(self.root, name[len("file:"):]), self.where,
+                                      self.key, self.warnings)
+            self.secrets.add(value)
+            return value
+        return self._values[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
 
 
 @dataclass(frozen=True)
@@ -37,7 +69,7 @@ class Provision:
     user: str = ""  # who the app runs as, and so who owns data_dir
     templates: tuple[tuple[str, str], ...] = ()  # (target, template), absolute
     setup: tuple[tuple[str, ...], ...] = ()
-    variables: Mapping[str, str] = field(default_factory=dict)
+    variables: Variables = field(default_factory=lambda: Variables({}, "/"))
 
 
 @dataclass(frozen=True)
@@ -52,7 +84,21 @@ class ServicePlan:
     public_url: str
     health_url: str
     working_dir: str
+    run_dir: str  # the service's own: where its server writes pid and control files
+    identity: Identity
+    # The process environment beneath `env`: the clean base and `pass_env` (never written
+    # into a config file).
+    base_env: Mapping[str, str]
+    secrets: frozenset[str] = frozenset()  # values never to be shown
     provision: Provision = Provision()
+
+    @property
+    def user(self) -> str:
+        return self.identity.user
+
+    @property
+    def group(self) -> str:
+        return self.identity.group
 
     @property
     def name(self) -> str:
@@ -78,7 +124,23 @@ class Plan:
     base_port: int
     start_timeout: float
     services: tuple[ServicePlan, ...]
+    host_info: Host
+    trusted_proxies: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()  # shown before anything starts
     base_port_given: bool = False  # by `up --base-port`, not the manifest: `reload` keeps it
+
+    @property
+    def root(self) -> bool:
+        """Started as root: each service drops to its user, front ends to theirs."""
+        return self.host_info.root
+
+    @property
+    def front_user(self) -> str:
+        return self.host_info.front_user
+
+    @property
+    def secrets(self) -> frozenset[str]:
+        return frozenset().union(*(s.secrets for s in self.services))
 
     def path(self, *parts: str) -> str:
         return os.path.join(self.state, *parts)
@@ -142,16 +204,11 @@ def interpreter(svc: ServiceConfig, root: Path, own: str = "") -> tuple[str, str
     return sys.executable, sys.prefix
 
 
-def app_user(as_worker: bool) -> tuple[str, str]:
-    from wsgistack.backends.base import worker_user
-
-    pw = pwd.getpwnam(worker_user()) if as_worker and worker_user() else pwd.getpwuid(os.getuid())
-    return pw.pw_name, grp.getgrgid(pw.pw_gid).gr_name
-
-
 def substitute(text: str, variables: Mapping[str, str], where: str, key: str) -> str:
+    if isinstance(variables, Variables):
+        variables.where, variables.key = where, key
     try:
-        return string.Template(text).substitute(variables)
+        return _Template(text).substitute(variables)
     except KeyError as exc:
         raise ManifestError(
             where, key, f"unknown variable ${{{exc.args[0]}}} (known: "
@@ -160,7 +217,7 @@ def substitute(text: str, variables: Mapping[str, str], where: str, key: str) ->
         raise ManifestError(where, key, f"{exc}; write $$ for a literal $") from None
 
 
-def _provision(manifest: Manifest, svc: ServiceConfig, variables: Mapping[str, str],
+def _provision(manifest: Manifest, svc: ServiceConfig, variables: Variables,
                venv: tuple[str, tuple[str, ...]] | None) -> Provision:
     where, key = manifest.path, f"services.{svc.name}"
     templates = tuple(
@@ -190,13 +247,33 @@ def _catalog(stack: str, backend: str, services: list[ServicePlan]) -> str:
     }, sort_keys=True)
 
 
-def build(manifest: Manifest, backend: str, state: Path | None = None) -> Plan:
-    """Decide ports, sockets, paths and URLs for `manifest` deployed with `backend`."""
+def _env(manifest: Manifest, svc: ServiceConfig, variables: Variables
+         ) -> tuple[dict[str, str], set[str]]:
+    """The service's env (env files first, the manifest's `env` over them) and its secret
+    values."""
+    key = f"services.{svc.name}"
+    env: dict[str, str] = {}
+    hidden: set[str] = set()
+    for name in svc.env_files:
+        pairs = secrets.read_env_file(manifest.root / name, manifest.path, f"{key}.env_files",
+                                      variables.warnings)
+        env.update(pairs)
+        hidden.update(pairs.values())
+    for k, v in svc.env.items():
+        env[k] = substitute(v, variables, manifest.path, f"{key}.env.{k}")
+        if secrets.secret_key(k, svc.secrets):
+            hidden.add(env[k])
+    return env, hidden
+
+
+def build(manifest: Manifest, backend: str, state: Path | None = None,
+          host: Host | None = None) -> Plan:
+    """Decide ports, sockets, paths, users and URLs for `manifest` deployed with `backend`."""
     from wsgistack.backends import get
 
-    server = get(backend)
-    front_end = server.FRONT_END
-    user, group = app_user(server.APP_AS_WORKER_USER)
+    host = host or Host.read()
+    front_end = get(backend).FRONT_END
+    server_packages = get(backend).SERVICE_PACKAGES
     stack = manifest.stack
     state_dir = str((state or manifest.state_path).absolute())
     public = _url_host(stack.public_host or _connect_host(stack.host))
@@ -205,30 +282,45 @@ def build(manifest: Manifest, backend: str, state: Path | None = None) -> Plan:
     front_url = f"http://{public}:{stack.base_port}"  # the front end, or the first service
     ports = [0] * len(manifest.services) if front_end else _ports(manifest, stack.base_port)
     services = []
+    warnings: list[str] = []
     for svc, port in zip(manifest.services, ports, strict=False):
         listen = front_port or port
-        venv = (own_venv(manifest, svc, server.SERVICE_PACKAGES, state_dir)
+        venv = (own_venv(manifest, svc, server_packages, state_dir)
                 if svc.requirements and not svc.venv else None)
         python, home = interpreter(svc, manifest.root, venv[0] if venv else "")
-        variables = {
+        who = identity(host, svc.user or stack.user, svc.group or stack.group, manifest.path,
+                       f"services.{svc.name}" if svc.user or svc.group else "stack")
+        if who.root and host.root:
+            warnings.append(f"service '{svc.name}' runs as root ({manifest.path}: user = "
+                            "\"root\"): a flaw in the app is a flaw in the whole machine")
+        variables = Variables({
             "name": svc.name, "state": state_dir,
             "data": os.path.join(state_dir, "data", svc.name), "manifest_dir": str(manifest.root),
             "url": f"http://{public}:{listen}{svc.prefix}", "front_url": front_url,
-            "prefix": svc.prefix, "user": user, "group": group, "venv": home, "python": python,
-        }
+            "prefix": svc.prefix, "user": who.user, "group": who.group, "venv": home,
+            "python": python,
+        }, str(manifest.root))
+        env, hidden = _env(manifest, svc, variables)
+        provision = _provision(manifest, svc, variables, venv)
+        warnings += [w for w in variables.warnings if w not in warnings]
+        base = host.base_env(who.home)
+        base.update({k: host.environ[k] for k in svc.pass_env if k in host.environ})
         services.append(ServicePlan(
             config=svc,
             port=port,
             socket=os.path.join(state_dir, "run", f"{svc.name}.sock") if front_end else "",
-            entry=os.path.join(state_dir, "entries", module_name(svc.name) + ".py"),
+            entry=os.path.join(state_dir, "entries", svc.name, module_name(svc.name) + ".py"),
             python=python,
             python_home=home,
-            env={k: substitute(v, variables, manifest.path, f"services.{svc.name}.env.{k}")
-                 for k, v in svc.env.items()},
+            env=env,
             public_url=f"{variables['url']}/",
             health_url=f"http://{connect}:{listen}{svc.prefix}{svc.health_path}",
             working_dir=str((manifest.root / svc.working_dir).absolute()),
-            provision=_provision(manifest, svc, variables, venv),
+            run_dir=os.path.join(state_dir, "run", svc.name),
+            identity=who,
+            base_env=base,
+            secrets=frozenset(hidden | variables.secrets),
+            provision=provision,
         ))
     catalog = _catalog(stack.name, backend, services)
     services = [dataclasses.replace(s, env={**s.env, CATALOG_ENV: catalog}) for s in services]
@@ -236,5 +328,8 @@ def build(manifest: Manifest, backend: str, state: Path | None = None) -> Plan:
         name=stack.name, source=manifest.path, backend=backend, host=stack.host,
         state=state_dir, front_port=front_port, base_port=stack.base_port,
         start_timeout=stack.start_timeout,
-        services=tuple(services),
+        services=tuple(services), host_info=host,
+        trusted_proxies=tuple(str(ipaddress.ip_network(p, strict=False))
+                              for p in stack.trusted_proxies),
+        warnings=tuple(warnings),
     )

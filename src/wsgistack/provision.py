@@ -12,24 +12,31 @@ import hashlib
 import json
 import os
 import pwd
+import shlex
+import shutil
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
+from wsgistack import access, secrets
 from wsgistack.errors import ManifestError, ServerError
 from wsgistack.plan import Plan, ServicePlan, substitute
 
 DONE = ".wsgistack-installed"
 
 
-def _run_logged(argv: list[str] | tuple[str, ...], log: Path,
-                env: dict[str, str] | None = None, cwd: str | None = None) -> int:
-    with open(log, "ab") as out:
-        out.write(f"$ {' '.join(argv)}\n".encode())
+def _run_logged(argv: list[str] | tuple[str, ...], log: Path, env: dict[str, str] | None = None,
+                cwd: str | None = None, hidden: Iterable[str] = (), **popen: Any) -> int:
+    """Run `argv` with its output appended to `log`; its command line is logged with the
+    secret values in it masked."""
+    # A log made here is root's alone (a setup log was made group-readable beforehand).
+    with open(os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab") as out:
+        out.write(f"$ {secrets.redact(shlex.join(argv), hidden)}\n".encode())
         out.flush()
         try:
             return subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd,
-                                  stdin=subprocess.DEVNULL, check=False).returncode
+                                  stdin=subprocess.DEVNULL, check=False, **popen).returncode
         except OSError as exc:
             out.write(f"{exc}\n".encode())
             return 127
@@ -39,6 +46,27 @@ def _last_line(log: Path) -> str:
     from wsgistack.runtime import log_tail  # runtime imports this module
 
     return log_tail(str(log)) or "(no output)"
+
+
+def ensure_users(plan: Plan, progress: Callable[[str], None]) -> None:
+    """Create the default app user when missing, as Debian packages create theirs: a system
+    user and group of its own, no login shell, no home."""
+    for name in sorted({s.user for s in plan.services if s.identity.create}):
+        try:
+            pwd.getpwnam(name)
+            continue
+        except KeyError:
+            pass
+        progress(f"creating system user {name}")
+        argv = (["adduser", "--system", "--group", "--quiet", "--home", "/nonexistent",
+                 "--no-create-home", name] if shutil.which("adduser") else
+                ["useradd", "--system", "--user-group", "--home-dir", "/nonexistent",
+                 "--no-create-home", "--shell", "/usr/sbin/nologin", name])
+        done = subprocess.run(argv, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise ServerError(f"cannot create system user {name}: `{' '.join(argv)}` failed: "
+                              f"{(done.stderr or done.stdout).strip()}; create it by hand, "
+                              "or set [stack] user")
 
 
 def ensure_venv(svc: ServicePlan, logs: Path, progress: Callable[[str], None]) -> None:
@@ -59,7 +87,9 @@ def ensure_venv(svc: ServicePlan, logs: Path, progress: Callable[[str], None]) -
         steps.insert(0, [prov.venv_base, "-m", "venv", str(home)])
     progress(f"{svc.name}: installing {len(missing)} package(s) into {home}")
     for argv in steps:
-        if _run_logged(argv, log) != 0:
+        # A venv is code: readable by the app (umask 022); its top directory keeps the
+        # rest of the machine out.
+        if _run_logged(argv, log, umask=0o022) != 0:
             raise ServerError(
                 f"service '{svc.name}': `{' '.join(argv[:4])} ...` failed: {_last_line(log)}; "
                 f"see {log}; fix services.{svc.name}.requirements or [stack] venv_python")
@@ -67,6 +97,8 @@ def ensure_venv(svc: ServicePlan, logs: Path, progress: Callable[[str], None]) -
 
 
 def render_templates(plan: Plan) -> None:
+    """Config files from templates: they hold secrets, so only the service's group reads
+    them."""
     for svc in plan.services:
         prov = svc.provision
         for target, source in prov.templates:
@@ -76,47 +108,37 @@ def render_templates(plan: Plan) -> None:
             except OSError as exc:
                 raise ManifestError(plan.source, key, f"cannot read template {source}: "
                                     f"{exc.strerror}") from None
-            Path(target).parent.mkdir(parents=True, exist_ok=True)
-            Path(target).write_text(substitute(text, prov.variables, source, key),
-                                    encoding="utf-8")
-
-
-def _give(path: str, user: str) -> None:
-    """Hand the data dir to the app's user: sqlite files and key repositories are written
-    by the app, which under mod_wsgi runs as www-data."""
-    pw = pwd.getpwnam(user)
-    if os.geteuid() != 0 or pw.pw_uid == 0:
-        return
-    for root, dirs, files in os.walk(path):
-        for name in [root, *(os.path.join(root, n) for n in dirs + files)]:
-            os.chown(name, pw.pw_uid, pw.pw_gid)
+            access.group_readable(plan, svc, target,
+                                  substitute(text, prov.variables, source, key))
 
 
 def run_setup(plan: Plan, progress: Callable[[str], None]) -> None:
-    """Run each service's setup commands once; keep their output; record what was done."""
-    logs = Path(plan.state, "logs")
-    logs.mkdir(parents=True, exist_ok=True)
+    """Run each service's setup commands once, as the app's user with the service's own
+    environment; keep their output; record what was done."""
+    from wsgistack.runtime import UMASK, as_user  # runtime imports this module
+
     for svc in plan.services:
         prov = svc.provision
-        Path(prov.data_dir).mkdir(parents=True, exist_ok=True)
         record = hashlib.sha256(json.dumps(prov.setup).encode()).hexdigest()
         done = Path(plan.state, "setup", f"{svc.name}.done")
         if prov.setup and not (done.exists() and done.read_text() == record):
-            log = logs / f"{svc.name}-setup.log"
-            env = {**os.environ, **svc.env, "VIRTUAL_ENV": svc.python_home,
+            log = Path(plan.path("logs", f"{svc.name}-setup.log"))
+            access.group_readable(plan, svc, str(log))
+            env = {**svc.base_env, **svc.env, "VIRTUAL_ENV": svc.python_home,
                    "PATH": os.path.join(svc.python_home, "bin") + os.pathsep
-                   + os.environ.get("PATH", "")}
+                   + svc.base_env["PATH"]}
             progress(f"{svc.name}: running {len(prov.setup)} setup command(s)")
             for argv in prov.setup:
-                code = _run_logged(argv, log, env=env, cwd=svc.working_dir)
+                code = _run_logged(argv, log, env=env, cwd=svc.working_dir, hidden=svc.secrets,
+                                   umask=UMASK, **as_user(svc.user if plan.root else "",
+                                                          svc.group))
                 if code != 0:
                     raise ServerError(
-                        f"service '{svc.name}': setup command `{' '.join(argv)}` failed "
+                        f"service '{svc.name}': setup command `{shlex.join(argv)}` failed "
                         f"(exit {code}): {_last_line(log)}; see {log}; fix "
                         f"services.{svc.name}.setup and run `wsgistack up` again")
-            done.parent.mkdir(parents=True, exist_ok=True)
-            done.write_text(record)
-        _give(prov.data_dir, prov.user)
+            access.make_file(plan, str(done), access.PRIVATE_FILE, text=record)
+        access.hand_over(plan, svc, prov.data_dir)
 
 
 def prepare(plan: Plan, progress: Callable[[str], None]) -> None:
@@ -126,3 +148,5 @@ def prepare(plan: Plan, progress: Callable[[str], None]) -> None:
         if svc.python_home not in seen:
             seen.add(svc.python_home)
             ensure_venv(svc, Path(plan.state, "logs"), progress)
+            if svc.provision.venv_base:
+                access.venv(plan, svc, svc.python_home)

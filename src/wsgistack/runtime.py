@@ -27,16 +27,17 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 from urllib.parse import urlsplit
 
-from wsgistack import provision
+from wsgistack import access, provision
 from wsgistack.backends import get
 from wsgistack.backends.base import Proc, Requirement
 from wsgistack.errors import ServerError
 from wsgistack.plan import DEBIAN_PYTHON, Plan, ServicePlan
 
 STATE_FILE = "state.json"
+UMASK = 0o027  # what servers and setup commands create: nothing for other users
 STOP_GRACE = 15.0
 START_MARK = "--- wsgistack: starting "
 # Children we started, kept so they can be reaped; a detached stack outlives this process.
@@ -68,7 +69,8 @@ def reachable(path: str, user: str) -> bool:
         except OSError:
             return False
         shift = 6 if st.st_uid == pw.pw_uid else 3 if st.st_gid in groups else 0
-        need = 0o1 if part != target or stat.S_ISDIR(st.st_mode) else 0o4
+        # On the way: search; the target: read, and list a directory (imports do).
+        need = 0o1 if part != target else (0o5 if stat.S_ISDIR(st.st_mode) else 0o4)
         if not (st.st_mode >> shift) & need:
             return False
     return True
@@ -207,7 +209,7 @@ def save_state(plan: Plan, running: list[Running]) -> None:
     }
     path = state_path(plan.state)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(doc, indent=1), encoding="utf-8")
+    access.make_file(plan, str(tmp), access.PRIVATE_FILE, text=json.dumps(doc, indent=1))
     tmp.replace(path)
 
 
@@ -238,15 +240,26 @@ def _mark(log: BinaryIO, what: str) -> int:
     return since
 
 
-def start(proc: Proc) -> Running:
-    Path(proc.log).parent.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, **proc.env}
+def as_user(user: str, group: str) -> dict[str, Any]:
+    """Popen arguments that start a process as `user` in `group`, with that user's own
+    supplementary groups and none of root's ({} when no user is named)."""
+    if not user:
+        return {}
+    gid = grp.getgrnam(group).gr_gid
+    return {"user": user, "group": group,
+            "extra_groups": os.getgrouplist(user, gid)}
+
+
+def start(plan: Plan, proc: Proc) -> Running:
+    access.service_log(plan, proc.log)
     with open(proc.log, "ab") as log:
         since = _mark(log, " ".join(proc.argv))
         try:
+            # Only what the plan says: never the environment of the shell that ran `up`.
             child = subprocess.Popen(
-                proc.argv, cwd=proc.cwd, env=env, stdin=subprocess.DEVNULL, stdout=log,
-                stderr=subprocess.STDOUT, start_new_session=True,
+                proc.argv, cwd=proc.cwd, env=dict(proc.env), stdin=subprocess.DEVNULL,
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                umask=UMASK, **as_user(proc.user, proc.group),
             )
         except OSError as exc:
             raise ServerError(f"cannot start {proc.name}: {proc.argv[0]}: {exc.strerror}") \
@@ -306,12 +319,14 @@ def log_tail(path: str, lines: int = 1) -> str:
     return " | ".join(kept[-lines:])
 
 
-def diagnose(svc: ServicePlan) -> str:
-    """Build the app in a fresh interpreter to find out whether loading it is what fails."""
+def diagnose(plan: Plan, svc: ServicePlan) -> str:
+    """Build the app in a fresh interpreter, as its user with its environment, to find out
+    whether loading it is what fails."""
     try:
         out = subprocess.run(
             [svc.python, svc.entry, "--check"], capture_output=True, text=True, timeout=120,
-            cwd=svc.working_dir, check=False,
+            cwd=svc.working_dir, check=False, env={**svc.base_env, **svc.env}, umask=UMASK,
+            **as_user(svc.user if plan.root else "", svc.group),
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"{svc.python}: {exc}"
@@ -340,7 +355,7 @@ def wait_healthy(plan: Plan, running: list[Running],
             for r in owners[name]:
                 _reap(r.pid)
                 if not r.alive():
-                    raise _failure(svc, r, "exited during start-up")
+                    raise _failure(plan, svc, r, "exited during start-up")
             status, why = http_status(svc.health_url, timeout=1.0)
             last[name] = f"HTTP {status}" if status else why
             if status == svc.config.health_status and all(map(_workers_ready, owners[name])):
@@ -348,13 +363,13 @@ def wait_healthy(plan: Plan, running: list[Running],
                 progress(f"{name} healthy")
             elif status >= 500 and not plan.front_port:
                 # A server that answers 5xx is up but the app may not be: ask the loader.
-                reason = diagnose(svc)
+                reason = diagnose(plan, svc)
                 if reason:
-                    raise _failure(svc, proc, f"cannot load its app: {reason}")
+                    raise _failure(plan, svc, proc, f"cannot load its app: {reason}")
         if pending and time.monotonic() > deadline:
             name, svc = next(iter(pending.items()))
             raise _failure(
-                svc, owners[name][0],
+                plan, svc, owners[name][0],
                 f"did not become healthy in {plan.start_timeout:g}s (last: {last.get(name)} "
                 f"from {svc.health_url}, expected {svc.config.health_status})",
             )
@@ -379,8 +394,8 @@ def _workers_ready(proc: Running) -> bool:
     return sum(1 for ln in text.splitlines() if ln == line) >= count
 
 
-def _failure(svc: ServicePlan, proc: Running, what: str) -> ServerError:
-    reason = diagnose(svc) if "cannot load" not in what else ""
+def _failure(plan: Plan, svc: ServicePlan, proc: Running, what: str) -> ServerError:
+    reason = diagnose(plan, svc) if "cannot load" not in what else ""
     if reason:  # what happened, then why
         what = f"{what}: cannot load its app: {reason}"
         fix = f"fix services.{svc.name}.app or install what it imports"
@@ -394,10 +409,10 @@ def _failure(svc: ServicePlan, proc: Running, what: str) -> ServerError:
 
 def _prepare(plan: Plan, progress: Callable[[str], None]) -> None:
     """Everything the servers read, made or checked before they start (or reload)."""
-    provision.prepare(plan, progress)  # first: the requirement checks look into the venvs
-    write_files(plan.state, render(plan))
-    for sub in ("run", "logs"):
-        Path(plan.state, sub).mkdir(parents=True, exist_ok=True)
+    provision.ensure_users(plan, progress)  # first: files are handed to them
+    access.layout(plan)
+    provision.prepare(plan, progress)  # before the requirement checks look into the venvs
+    access.write_rendered(plan, render(plan))
     check_requirements(plan)  # after writing: some ask whether the server can read the files
     provision.render_templates(plan)
     provision.run_setup(plan, progress)
@@ -416,7 +431,7 @@ def up(plan: Plan, progress: Callable[[str], None]) -> list[Running]:
     running: list[Running] = []
     try:
         for proc in get(plan.backend).command(plan):
-            running.append(start(proc))
+            running.append(start(plan, proc))
             save_state(plan, running)
         wait_healthy(plan, running, progress)
     except BaseException:
@@ -508,6 +523,14 @@ def wait_foreground(running: list[Running], progress: Callable[[str], None]) -> 
         for s, h in old.items():
             signal.signal(s, h)
     return 0
+
+
+def owner(pid: int) -> str:
+    """The user a process runs as ("" when it is gone)."""
+    try:
+        return pwd.getpwuid(os.stat(f"/proc/{pid}").st_uid).pw_name
+    except (OSError, KeyError):
+        return ""
 
 
 def pid_of(running: list[Running], service: str) -> int:

@@ -16,7 +16,6 @@ from wsgistack.plan import Plan, ServicePlan
 ID = "apache+uwsgi"
 FRONT_END = True
 SERVICE_PACKAGES: tuple[str, ...] = ()  # what a service's own venv must hold
-APP_AS_WORKER_USER = False  # the app runs as the front end's worker user
 DESCRIPTION = "Apache httpd (mod_proxy_uwsgi) in front of uWSGI on UNIX sockets"
 MODULES = ["proxy", "proxy_uwsgi", "proxy_http", "env", "rewrite"]
 
@@ -44,10 +43,10 @@ def proxy(svc: ServicePlan) -> list[str]:
     ]
 
 
-def listen(svc: ServicePlan) -> list[str]:
+def listen(plan: Plan, svc: ServicePlan) -> list[str]:
     if svc.config.upload:
-        return uwsgi.http_upload_listen(svc.socket)
-    return uwsgi.socket_listen(svc)
+        return uwsgi.http_upload_listen(plan, svc)
+    return uwsgi.socket_listen(plan, svc)
 
 
 def render(plan: Plan) -> dict[str, str]:
@@ -57,7 +56,7 @@ def render(plan: Plan) -> dict[str, str]:
     files = {
         # mod_proxy_uwsgi (Debian 12's) passes the full path and no SCRIPT_NAME.
         **entry_files(plan, mount=True),
-        **uwsgi.ini_files(plan, {s.name: listen(s) for s in plan.services}),
+        **uwsgi.ini_files(plan, {s.name: listen(plan, s) for s in plan.services}),
         "conf/httpd.conf": apache.httpd_conf(plan, MODULES, body),
     }
     return files

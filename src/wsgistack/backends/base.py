@@ -27,6 +27,10 @@ class Proc:
     ready: tuple[str, int] | None = None
     # What makes the server reload its config and replace its workers gracefully.
     reload_signal: int = signal.SIGHUP
+    # Who it is started as ("": as wsgistack). Servers that drop privileges themselves
+    # (uWSGI, Apache, nginx) start as root and are told their users in their configs.
+    user: str = ""
+    group: str = ""
 
 
 @dataclass(frozen=True)
@@ -49,7 +53,6 @@ class Backend(Protocol):
     FRONT_END: bool
     DESCRIPTION: str
     SERVICE_PACKAGES: tuple[str, ...]
-    APP_AS_WORKER_USER: bool
 
     def render(self, plan: Plan) -> dict[str, str]: ...
 
@@ -72,10 +75,26 @@ def entry_files(plan: Plan, *, mount: bool) -> dict[str, str]:
             app=cfg.app, name=cfg.name, env=svc.env, args=cfg.args,
             python_path=cfg.python_path, working_dir=svc.working_dir,
             mount=svc.prefix if mount else "",
-            max_body=cfg.max_body,
+            max_body=cfg.max_body, trusted_proxies=plan.trusted_proxies,
         )
-        files[f"entries/{svc.module}.py"] = entry.render(spec)
+        files[entry_file(svc)] = entry.render(spec)
     return files
+
+
+def entry_file(svc: ServicePlan) -> str:
+    """In a directory of the service's own: granian and gunicorn import from it, which
+    needs it listable by the app's user, and by no other."""
+    return f"entries/{svc.name}/{svc.module}.py"
+
+
+def uwsgi_ini(svc: ServicePlan) -> str:
+    return f"conf/uwsgi-{svc.name}.ini"
+
+
+def service_files(svc: ServicePlan) -> tuple[str, ...]:
+    """Rendered files (under the state dir) that hold one service's env and that its own
+    processes read: readable by its group, by no other user."""
+    return entry_file(svc), uwsgi_ini(svc)
 
 
 def log_path(plan: Plan, name: str) -> str:
@@ -89,17 +108,41 @@ def python_module(svc: ServicePlan, module: str, package: str) -> Requirement:
     )
 
 
-WORKER_USER = "www-data"
+def app_proc(plan: Plan, svc: ServicePlan, argv: tuple[str, ...]) -> Proc:
+    """A server that runs the app in its own process: started as the app's user."""
+    return Proc(name=svc.name, argv=argv, log=log_path(plan, svc.name), cwd=svc.working_dir,
+                env={**svc.base_env, **svc.env}, user=svc.user if plan.root else "",
+                group=svc.group if plan.root else "")
 
 
-def worker_user() -> str:
-    """The user a front end (Apache, nginx) serves as: www-data when started as root (Apache
-    refuses to serve as root), else whoever starts it ("")."""
-    return WORKER_USER if os.geteuid() == 0 else ""
+def front_env(plan: Plan) -> dict[str, str]:
+    """A front end's environment: the clean base, and what any service passes through (the
+    mod_wsgi daemons it forks inherit it)."""
+    env = plan.host_info.base_env(plan.host_info.home)
+    for svc in plan.services:
+        env.update({k: v for k, v in svc.base_env.items() if k in svc.config.pass_env})
+    return env
 
 
-def readable(path: str, user: str, what: str, fix: str, server: str = "Apache") -> Requirement:
-    return Requirement(
-        f"{what} to be readable by {server}'s user {user}", "readable", path,
-        f"{fix}, or make every parent directory searchable (chmod o+x)", user=user,
-    )
+def readable(path: str, user: str, what: str, fix: str) -> Requirement:
+    return Requirement(f"{what} to be readable by {user}", "readable", path, fix, user=user)
+
+
+def app_access(plan: Plan) -> list[Requirement]:
+    """What each service's user must reach: its interpreter, venv, code and the state dir.
+    Started as root, a pyenv Python or a checkout under /root (0700) is out of its reach."""
+    if not plan.root:
+        return []
+    reqs = []
+    for svc in plan.services:
+        paths = [(os.path.realpath(svc.python), "the interpreter"),
+                 (svc.python_home, "the venv"), (svc.working_dir, "the working_dir"),
+                 *((os.path.join(svc.working_dir, p), "the python_path entry")
+                   for p in svc.config.python_path),
+                 (svc.entry, "the entry file")]
+        reqs += [readable(path, svc.user, f"{what} of service {svc.name}",
+                          f"let {svc.user} read it and search every directory above it "
+                          f"(chmod o+x), move it out of a private directory such as /root, "
+                          f"or set services.{svc.name}.user")
+                 for path, what in paths]
+    return reqs

@@ -7,13 +7,21 @@ instead of 404. granian has no body limit of its own: the entry enforces it.
 
 from __future__ import annotations
 
-from wsgistack.backends.base import Proc, Requirement, entry_files, log_path, python_module
+import os
+
+from wsgistack.backends.base import (
+    Proc,
+    Requirement,
+    app_access,
+    app_proc,
+    entry_files,
+    python_module,
+)
 from wsgistack.plan import Plan, ServicePlan
 
 ID = "granian"
 FRONT_END = False
 SERVICE_PACKAGES: tuple[str, ...] = ("granian",)  # what a service's own venv must hold
-APP_AS_WORKER_USER = False  # the app runs as the front end's worker user
 DESCRIPTION = "granian per service, each on its own port (the embedded default)"
 
 
@@ -28,20 +36,17 @@ def argv(plan: Plan, svc: ServicePlan) -> tuple[str, ...]:
         "--host", plan.host, "--port", str(svc.port),
         "--workers", str(cfg.processes), "--blocking-threads", str(cfg.threads),
         "--no-ws", "--log-level", "warning",
-        "--working-dir", plan.path("entries"),
+        "--working-dir", os.path.dirname(svc.entry),
         "--workers-kill-timeout", "10",
-        "--pid-file", plan.path("run", f"{svc.name}.pid"),
+        "--pid-file", f"{svc.run_dir}/granian.pid",
         f"{svc.module}:application",
     )
 
 
 def command(plan: Plan) -> list[Proc]:
-    return [
-        Proc(name=svc.name, argv=argv(plan, svc), log=log_path(plan, svc.name),
-             cwd=svc.working_dir, env=svc.env)
-        for svc in plan.services
-    ]
+    return [app_proc(plan, svc, argv(plan, svc)) for svc in plan.services]
 
 
 def requirements(plan: Plan) -> list[Requirement]:
-    return [python_module(svc, "granian", "granian") for svc in plan.services]
+    return [*app_access(plan), *(python_module(svc, "granian", "granian")
+                                 for svc in plan.services)]

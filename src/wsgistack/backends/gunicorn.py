@@ -7,13 +7,21 @@ No --preload: state made before fork breaks workers.
 
 from __future__ import annotations
 
-from wsgistack.backends.base import Proc, Requirement, entry_files, log_path, python_module
+import os
+
+from wsgistack.backends.base import (
+    Proc,
+    Requirement,
+    app_access,
+    app_proc,
+    entry_files,
+    python_module,
+)
 from wsgistack.plan import Plan, ServicePlan
 
 ID = "gunicorn"
 FRONT_END = False
 SERVICE_PACKAGES: tuple[str, ...] = ("gunicorn",)  # what a service's own venv must hold
-APP_AS_WORKER_USER = False  # the app runs as the front end's worker user
 DESCRIPTION = "gunicorn (gthread) per service, each on its own port"
 
 
@@ -29,23 +37,20 @@ def argv(plan: Plan, svc: ServicePlan) -> tuple[str, ...]:
         "--worker-class", "gthread", "--workers", str(cfg.processes),
         "--threads", str(cfg.threads), "--timeout", str(cfg.timeout),
         "--graceful-timeout", "10", "--backlog", "500",
-        "--chdir", plan.path("entries"),
-        "--pid", plan.path("run", f"{svc.name}.pid"),
-        "--control-socket", plan.path("run", f"{svc.name}.ctl"),
+        "--chdir", os.path.dirname(svc.entry),
+        "--pid", f"{svc.run_dir}/gunicorn.pid",
+        "--control-socket", f"{svc.run_dir}/gunicorn.ctl",
         "--log-level", "warning", "--error-logfile", "-",
-        # The entry applies X-Forwarded-Proto the same way under every server.
-        "--forwarded-allow-ips", "",
+        # gunicorn's own scheme handling agrees with the entry's (which drops the headers).
+        "--forwarded-allow-ips", ",".join(plan.trusted_proxies),
         f"{svc.module}:application",
     )
 
 
 def command(plan: Plan) -> list[Proc]:
-    return [
-        Proc(name=svc.name, argv=argv(plan, svc), log=log_path(plan, svc.name),
-             cwd=svc.working_dir, env=svc.env)
-        for svc in plan.services
-    ]
+    return [app_proc(plan, svc, argv(plan, svc)) for svc in plan.services]
 
 
 def requirements(plan: Plan) -> list[Requirement]:
-    return [python_module(svc, "gunicorn", "gunicorn") for svc in plan.services]
+    return [*app_access(plan), *(python_module(svc, "gunicorn", "gunicorn")
+                                 for svc in plan.services)]

@@ -12,7 +12,7 @@ import glob
 import os
 
 from wsgistack.backends import apache
-from wsgistack.backends.base import Proc, Requirement, entry_files, readable, worker_user
+from wsgistack.backends.base import Proc, Requirement, app_access, entry_files
 from wsgistack.backends.quoting import apache as q
 from wsgistack.backends.uwsgi import DEBIAN_PYTHON
 from wsgistack.plan import Plan, ServicePlan
@@ -20,7 +20,6 @@ from wsgistack.plan import Plan, ServicePlan
 ID = "mod_wsgi"
 FRONT_END = True
 SERVICE_PACKAGES: tuple[str, ...] = ()  # what a service's own venv must hold
-APP_AS_WORKER_USER = True  # the app runs as the front end's worker user
 DESCRIPTION = "Apache httpd + mod_wsgi daemon mode, every service under one front door"
 DEBIAN_MODULE = f"{apache.MODULES}/mod_wsgi.so"
 
@@ -33,11 +32,14 @@ def module_path(plan: Plan) -> str:
     return built[0] if built else DEBIAN_MODULE
 
 
-def daemon(svc: ServicePlan) -> list[str]:
+def daemon(plan: Plan, svc: ServicePlan) -> list[str]:
     """The daemon process group and alias of one service (its limits come separately)."""
     cfg = svc.config
+    # Started as root, the daemons run as the app's user (Apache's workers as www-data).
+    who = [f"user={q(svc.user)}", f"group={q(svc.group)}"] if plan.root else []
     options = [
-        f"processes={cfg.processes}", f"threads={cfg.threads}", "display-name=%{GROUP}",
+        f"processes={cfg.processes}", f"threads={cfg.threads}", *who, "umask=0027",
+        "display-name=%{GROUP}",
         f"python-home={q(svc.python_home)}", f"home={q(svc.working_dir)}",
         "lang=C.UTF-8", "locale=C.UTF-8", f"request-timeout={cfg.timeout}",
         f"socket-timeout={cfg.timeout}", "header-buffer-size=65536",
@@ -61,7 +63,7 @@ def render(plan: Plan) -> dict[str, str]:
         "</Directory>",
     ]
     for svc in apache.by_specificity(plan):
-        body += daemon(svc)
+        body += daemon(plan, svc)
     for svc in reversed(apache.by_specificity(plan)):  # <Location>s merge: most specific last
         body += apache.location_limits(svc)
     conf = apache.httpd_conf(plan, [], body)
@@ -84,12 +86,4 @@ def requirements(plan: Plan) -> list[Requirement]:
                 "debian-python", svc.python,
                 f"pip install mod_wsgi into the service's venv, or create the venv from "
                 f"{DEBIAN_PYTHON}", python=svc.python))
-        user = worker_user()
-        if user:
-            reqs.append(readable(
-                os.path.realpath(svc.python), user, f"the interpreter of service {svc.name}",
-                "use a Python outside /root (e.g. a venv of /usr/bin/python3)"))
-            reqs.append(readable(
-                svc.python_home, user, f"the venv of service {svc.name}",
-                "create the venv outside a private directory"))
-    return reqs
+    return [*reqs, *app_access(plan)]

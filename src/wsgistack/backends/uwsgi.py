@@ -9,13 +9,19 @@ for token headers, the environment written into the ini.
 from __future__ import annotations
 
 from wsgistack.backends import quoting
-from wsgistack.backends.base import Proc, Requirement, entry_files, log_path
+from wsgistack.backends.base import (
+    Proc,
+    Requirement,
+    app_access,
+    entry_files,
+    log_path,
+    uwsgi_ini,
+)
 from wsgistack.plan import Plan, ServicePlan
 
 ID = "uwsgi"
 FRONT_END = False
 SERVICE_PACKAGES: tuple[str, ...] = ()  # what a service's own venv must hold
-APP_AS_WORKER_USER = False  # the app runs as the front end's worker user
 DESCRIPTION = "uWSGI per service on its own port (http11-socket)"
 PLUGIN = "/usr/lib/uwsgi/plugins/python3_plugin.so"
 DEBIAN_PYTHON = "/usr/bin/python3"
@@ -51,48 +57,61 @@ def ini(plan: Plan, svc: ServicePlan, listen: list[str]) -> str:
         "buffer-size = 65535",
         f"harakiri = {cfg.timeout}",
         f"socket-timeout = {cfg.timeout}",
-        f"pidfile = {q(plan.path('run', svc.name + '.pid'))}",
         f"procname-prefix-spaced = {q(plan.name + '-' + svc.name)}",
-        "vacuum = true",
         "disable-logging = true",
         f"hook-accepting = log:{READY_LINE}",
+        "umask = 027",
     ]
+    if plan.root:
+        # The master binds (and chowns the socket) as root, then master and workers drop to
+        # the app's user before any app code is loaded.
+        lines += [f"uid = {q(svc.user)}", f"gid = {q(svc.group)}"]
     if svc.python_home != "/usr":  # a venv; Debian's own Python needs no home
         lines.append(f"virtualenv = {q(svc.python_home)}")
     lines += [f"env = {q(k)}={q(v)}" for k, v in sorted(svc.env.items())]
     return "\n".join(lines) + "\n"
 
 
-def socket_listen(svc: ServicePlan) -> list[str]:
-    """The uwsgi-protocol UNIX socket a front end (Apache, nginx, as www-data) connects to."""
-    return [f"socket = {quoting.ini(svc.socket)}", "chmod-socket = 666"]
+def _socket_access(plan: Plan, svc: ServicePlan) -> list[str]:
+    """Only the front end's workers and the app's user may connect: anyone else could send
+    a uwsgi packet with forged REMOTE_USER, SCRIPT_NAME or UWSGI_FILE vars. Its directory
+    (run/) belongs to root and the front end's group, so the app cannot swap the socket."""
+    if not plan.root:
+        return ["chmod-socket = 600"]
+    return [f"chown-socket = {quoting.ini(svc.user)}:{quoting.ini(plan.front_user)}",
+            "chmod-socket = 660"]
 
 
-def http_upload_listen(socket: str) -> list[str]:
+def socket_listen(plan: Plan, svc: ServicePlan) -> list[str]:
+    """The uwsgi-protocol UNIX socket a front end (Apache, nginx) connects to."""
+    return [f"socket = {quoting.ini(svc.socket)}", *_socket_access(plan, svc)]
+
+
+def http_upload_listen(plan: Plan, svc: ServicePlan) -> list[str]:
     """An HTTP socket for upload services behind Apache (devstack's path for Glance)."""
     return [
-        f"http-socket = {quoting.ini(socket)}",
-        "chmod-socket = 666",
+        f"http-socket = {quoting.ini(svc.socket)}",
+        *_socket_access(plan, svc),
         "http-keepalive = false",
         f"chunked-input-limit = {CHUNKED_INPUT_LIMIT}",
     ]
 
 
 def ini_files(plan: Plan, listen: dict[str, list[str]]) -> dict[str, str]:
-    return {f"conf/uwsgi-{s.name}.ini": ini(plan, s, listen[s.name]) for s in plan.services}
+    return {uwsgi_ini(s): ini(plan, s, listen[s.name]) for s in plan.services}
 
 
 def procs(plan: Plan) -> list[Proc]:
     return [
-        Proc(name=s.name, argv=("uwsgi", "--ini", plan.path("conf", f"uwsgi-{s.name}.ini")),
-             log=log_path(plan, s.name), cwd=s.working_dir,
+        Proc(name=s.name, argv=("uwsgi", "--ini", plan.path(uwsgi_ini(s))),
+             log=log_path(plan, s.name), cwd=s.working_dir, env=s.base_env,
              ready=(READY_LINE, s.config.processes))
         for s in plan.services
     ]
 
 
 def uwsgi_requirements(plan: Plan) -> list[Requirement]:
-    reqs = [
+    reqs = [*app_access(plan),
         Requirement("uwsgi", "binary", "uwsgi", "apt-get install uwsgi"),
         Requirement("uWSGI's python3 plugin", "file", PLUGIN,
                     "apt-get install uwsgi-plugin-python3"),

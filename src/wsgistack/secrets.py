@@ -1,0 +1,80 @@
+"""Secret values: which env values are secrets, where they may come from, and hiding them in
+everything wsgistack itself prints or logs.
+
+A value is a secret when its key says so (a word such as PASSWORD or TOKEN in it), when the
+manifest lists the key in `secrets`, or when it was read from a file (`${file:PATH}`,
+`env_files`): a manifest that keeps its secrets in files need not say which they are.
+"""
+
+from __future__ import annotations
+
+import re
+import stat
+from collections.abc import Iterable
+from pathlib import Path
+
+from wsgistack.errors import ManifestError
+
+MASK = "***"
+# Whole words of a key only: KEYSTONE_CONFIG is no key, SECRET_KEY and DB_PASSWORD are.
+SECRET_WORDS = ("PASSWORD", "PASSWD", "SECRET", "TOKEN", "KEY", "CREDENTIAL", "CREDENTIALS")
+_SECRET_KEY = re.compile(r"(?:^|_)(?:" + "|".join(SECRET_WORDS) + r")(?:_|$)", re.IGNORECASE)
+
+# What has been shown to be secret in this process: every line wsgistack prints passes here.
+_hidden: set[str] = set()
+
+
+def secret_key(key: str, declared: Iterable[str] = ()) -> bool:
+    return key in set(declared) or bool(_SECRET_KEY.search(key))
+
+
+def hide(values: Iterable[str]) -> None:
+    """Register values that must never be printed."""
+    _hidden.update(v for v in values if v)
+
+
+def redact(text: str, values: Iterable[str] = ()) -> str:
+    """`text` with every secret value (registered, or given) replaced by ***."""
+    for value in sorted({*_hidden, *(v for v in values if v)}, key=len, reverse=True):
+        text = text.replace(value, MASK)
+    return text
+
+
+def read_file(path: Path, where: str, key: str, warnings: list[str]) -> str:
+    """A secret held in a file: its text without the final line break. A file other users
+    can read is a leak waiting to happen: say so (once per file)."""
+    try:
+        st = path.stat()
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ManifestError(where, key, f"secret file {path} does not exist; create it "
+                            "(chmod 600) or fix the reference") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ManifestError(where, key, f"cannot read secret file {path}: {why}") from None
+    if st.st_mode & stat.S_IROTH:
+        warning = (f"secret file {path} is readable by every local user; "
+                   f"chmod o-r {path}")
+        if warning not in warnings:
+            warnings.append(warning)
+    return text.removesuffix("\n").removesuffix("\r")
+
+
+def read_env_file(path: Path, where: str, key: str, warnings: list[str]) -> dict[str, str]:
+    """`KEY=VALUE` lines (as systemd's EnvironmentFile): blank lines and `#` comments are
+    skipped, one pair of surrounding quotes is removed."""
+    out = {}
+    for number, line in enumerate(read_file(path, where, key, warnings).splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, sep, value = line.removeprefix("export ").partition("=")
+        name = name.strip()
+        if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            raise ManifestError(where, key, f"{path}:{number}: expected KEY=VALUE")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        out[name] = value
+    return out
+
