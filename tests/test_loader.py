@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import FIXTURES
-from wsgistack.loader import SpecError, limit_body, load_app, mount, parse_spec
+from wsgistack.loader import SpecError, limit_body, load_app, mount, parse_spec, server_quirks
 
 
 def call(app, path="/", script_name="", **extra):
@@ -129,3 +129,45 @@ def test_loader_imports_only_the_standard_library():
     source = Path(sys.modules[load_app.__module__].__file__).read_text()
     assert "wsgistack" not in "".join(
         line for line in source.splitlines() if line.startswith(("import", "from")))
+
+
+def _seen(trusted: list[str], remote: str, headers: dict[str, str],
+          **environ: str) -> dict[str, object]:
+    """The environ an app sees behind server_quirks, from `remote` with `headers`."""
+    got: dict[str, object] = {}
+
+    def app(env, start_response):
+        got.update(env)
+        start_response("200 OK", [])
+        return [b""]
+
+    env = {"REMOTE_ADDR": remote, "wsgi.url_scheme": "http", **environ,
+           **{"HTTP_" + k.upper().replace("-", "_"): v for k, v in headers.items()}}
+    server_quirks(app, trusted)(env, lambda *a: None)
+    return got
+
+
+@pytest.mark.parametrize("headers", [
+    {"X-Forwarded-Proto": "https"}, {"Forwarded": 'for=1.2.3.4;proto="https"'},
+    {"X-Forwarded-Ssl": "on"}, {"Front-End-Https": "on"}, {"X-Url-Scheme": "https"},
+])
+def test_forwarded_scheme_counts_only_from_a_trusted_proxy(headers):
+    trusted = ["10.0.0.0/24", "2001:db8::1"]
+    for remote in ("10.0.0.9", "::ffff:10.0.0.9", "2001:db8::1"):
+        seen = _seen(trusted, remote, headers)
+        assert seen["wsgi.url_scheme"] == "https", remote
+        assert all(("HTTP_" + k.upper().replace("-", "_")) in seen for k in headers)
+    for remote in ("10.0.1.9", "127.0.0.1", "2001:db8::2", "", "not-an-address"):
+        seen = _seen(trusted, remote, {**headers, "X-Forwarded-For": "1.2.3.4"})
+        assert seen["wsgi.url_scheme"] == "http", remote
+        assert not [k for k in seen if "FORWARDED" in k or k in (
+            "HTTP_X_URL_SCHEME", "HTTP_FRONT_END_HTTPS")], remote
+
+
+def test_no_trusted_proxy_means_nobody_and_uwsgi_scheme_is_reset():
+    # uWSGI sets wsgi.url_scheme from X-Forwarded-Proto itself; the front end's HTTPS stays.
+    seen = _seen([], "127.0.0.1", {"X-Forwarded-Proto": "https"},
+                 **{"wsgi.url_scheme": "https", "uwsgi.version": "2.0"})
+    assert seen["wsgi.url_scheme"] == "http"
+    seen = _seen([], "127.0.0.1", {}, HTTPS="on", **{"uwsgi.version": "2.0"})
+    assert seen["wsgi.url_scheme"] == "https"

@@ -8,6 +8,7 @@ reuses both. Marked `openstack`: deselect with `-m "not openstack"` for a quick 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import tempfile
@@ -23,6 +24,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import Stack, alive, free_port
+from wsgistack import runtime
 from wsgistack.backends import BACKENDS
 
 pytestmark = [pytest.mark.live, pytest.mark.openstack]
@@ -104,9 +106,34 @@ def test_keystone_and_placement(openstack: Stack, backend: str) -> None:
         status, _, doc = call(f"{placement}resource_providers?name={name}", headers=PLACEMENT)
         assert status == 200, doc
         assert [rp["name"] for rp in doc["resource_providers"]] == [name]
+
+        if os.geteuid() == 0:  # only the front ends' masters stay root, never an app
+            root, users = _root_processes(pids)
+            assert root <= {"front end"} and "wsgistack" in users, (root, users)
+            assert users <= {"root", "www-data", "wsgistack"}
+        # The admin password (a secret key in env) is in no log and nowhere on screen.
+        logs = openstack.root / ".wsgistack" / "logs"
+        assert "s3cr3t" not in (logs / "keystone-setup.log").read_text()
+        assert "s3cr3t" not in res.out + res.err
     finally:
         assert openstack.cli("down").code == 0
     assert not [p for p in pids if alive(p)]
+
+
+def _root_processes(pids: list[int]) -> tuple[set[str], set[str]]:
+    """(programs that run as root, users of every process of the stack, children included).
+    Only the front ends' masters (Apache, nginx: the leaders) may be root."""
+    root, users = set(), set()
+    todo = [(pid, True) for pid in pids]
+    while todo:
+        pid, leader = todo.pop()
+        todo += [(child, False) for child in runtime._child_pids(pid)]
+        user = runtime.owner(pid)
+        users.add(user)
+        if user == "root":
+            name = Path(f"/proc/{pid}/comm").read_text().strip()
+            root.add(name if not (leader and name in ("apache2", "nginx")) else "front end")
+    return root, users
 
 
 def _catalog(stack: Stack) -> str:

@@ -86,6 +86,8 @@ def _upload(t: Target, chunked: bool) -> str:
         doc = _echo(t, "/upload", method="POST", headers=headers, body=data)
     if isinstance(doc, str):
         return doc
+    if "body_length" not in doc:  # JSON, but not the probe's
+        return "not the probe's JSON"
     ok = doc["body_length"] == len(data) and doc["body_sha256"] == hashlib.sha256(data).hexdigest()
     return f"{doc['body_length']} read" + (", sha ok" if ok else ", CORRUPT")
 

@@ -320,6 +320,7 @@ def parser() -> argparse.ArgumentParser:
 
 def run(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    secrets.forget()
     try:
         code: int = args.handler(args)
     except WsgistackError as exc:

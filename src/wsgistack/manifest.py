@@ -144,7 +144,7 @@ class ServiceConfig:
     secrets: tuple[str, ...] = setting(
         (), "Keys of `env` whose values are secrets, besides keys with a word PASSWORD, "
         "PASSWD, SECRET, TOKEN, KEY or CREDENTIAL(S) in them: shown as `***` in everything "
-        "wsgistack prints or logs."
+        "wsgistack prints or logs (values under 4 characters are too short to mask)."
     )
     pass_env: tuple[str, ...] = setting(
         (), "Variables of the caller's environment passed to the service. Servers otherwise "

@@ -20,7 +20,10 @@ MASK = "***"
 SECRET_WORDS = ("PASSWORD", "PASSWD", "SECRET", "TOKEN", "KEY", "CREDENTIAL", "CREDENTIALS")
 _SECRET_KEY = re.compile(r"(?:^|_)(?:" + "|".join(SECRET_WORDS) + r")(?:_|$)", re.IGNORECASE)
 
-# What has been shown to be secret in this process: every line wsgistack prints passes here.
+# Shorter values are not masked: "1" or "yes" would mask every number and word on screen,
+# and no one keeps a secret that short.
+SHORTEST = 4
+# What this command has learnt to be secret: every line wsgistack prints passes here.
 _hidden: set[str] = set()
 
 
@@ -30,12 +33,18 @@ def secret_key(key: str, declared: Iterable[str] = ()) -> bool:
 
 def hide(values: Iterable[str]) -> None:
     """Register values that must never be printed."""
-    _hidden.update(v for v in values if v)
+    _hidden.update(v for v in values if len(v) >= SHORTEST)
+
+
+def forget() -> None:
+    """A new command starts knowing no secrets (the CLI runs many in one test process)."""
+    _hidden.clear()
 
 
 def redact(text: str, values: Iterable[str] = ()) -> str:
     """`text` with every secret value (registered, or given) replaced by ***."""
-    for value in sorted({*_hidden, *(v for v in values if v)}, key=len, reverse=True):
+    given = {v for v in values if len(v) >= SHORTEST}
+    for value in sorted(_hidden | given, key=len, reverse=True):
         text = text.replace(value, MASK)
     return text
 

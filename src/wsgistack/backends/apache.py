@@ -14,6 +14,7 @@ import shutil
 import signal
 
 from wsgistack.backends.base import (
+    STATE_FIX,
     Proc,
     Requirement,
     front_env,
@@ -143,7 +144,5 @@ def requirements(plan: Plan, modules: list[str]) -> list[Requirement]:
         reqs.append(Requirement(f"mod_{name}", "file", f"{MODULES}/mod_{name}.so",
                                 f"apt-get install {package}"))
     if plan.front_user:
-        reqs.append(readable(plan.path("run"), plan.front_user, "the state dir",
-                             "set [stack] state_dir outside a private directory such as /root, or make "
-                             "every directory above it searchable (chmod o+x)"))
+        reqs.append(readable(plan.path("run"), plan.front_user, "the state dir", STATE_FIX))
     return reqs

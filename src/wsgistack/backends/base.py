@@ -124,6 +124,10 @@ def front_env(plan: Plan) -> dict[str, str]:
     return env
 
 
+STATE_FIX = ("set [stack] state_dir outside a private directory such as /root, or make "
+             "every directory above it searchable (chmod o+x)")
+
+
 def readable(path: str, user: str, what: str, fix: str) -> Requirement:
     return Requirement(f"{what} to be readable by {user}", "readable", path, fix, user=user)
 

@@ -13,6 +13,7 @@ import os
 
 from wsgistack.backends import uwsgi
 from wsgistack.backends.base import (
+    STATE_FIX,
     Proc,
     Requirement,
     entry_files,
@@ -135,8 +136,5 @@ def requirements(plan: Plan) -> list[Requirement]:
     reqs = [*uwsgi.uwsgi_requirements(plan),
             Requirement("nginx", "binary", "nginx", "apt-get install nginx")]
     if plan.front_user:
-        reqs.append(readable(
-            plan.path("run"), plan.front_user, "the state dir",
-            "set [stack] state_dir outside a private directory such as /root, or make "
-                             "every directory above it searchable (chmod o+x)"))
+        reqs.append(readable(plan.path("run"), plan.front_user, "the state dir", STATE_FIX))
     return reqs
