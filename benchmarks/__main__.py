@@ -17,8 +17,8 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from benchmarks import openstack, overhead, report, servers, wrk
-from wsgistack import runtime
 from wsgistack.backends import BACKENDS
+from wsgistack.lifecycle.preflight import free_ports
 
 AB_BACKENDS = ("granian", "gunicorn", "uwsgi", "mod_wsgi")
 MIB = 1024 * 1024
@@ -63,7 +63,7 @@ def ab_hello(args: argparse.Namespace, work: Path, backends: list[str]) -> list[
     """wsgistack-deployed vs the same server by hand, same app, processes and threads."""
     rows = []
     for backend in [b for b in AB_BACKENDS if b in backends]:
-        port = runtime.free_ports()
+        port = free_ports()
         argv = servers.hand_command(backend, port, args.processes, args.threads,
                                     work / f"hand-{backend}")
         if argv is None:
@@ -116,7 +116,7 @@ def workloads(args: argparse.Namespace, work: Path,
 def baselines(args: argparse.Namespace, work: Path) -> list[list[str]]:
     """The embedded default against wsgiref (the plain Python command) and nginx's
     `return 200` (no Python at all: the machine's HTTP ceiling)."""
-    p1, p2 = runtime.free_ports(), runtime.free_ports()
+    p1, p2 = free_ports(), free_ports()
     with ExitStack() as stack:
         ours = stack.enter_context(servers.wsgistack_stack(
             work / "embedded", "granian", {"hello": servers.HELLO}, 2, 1))

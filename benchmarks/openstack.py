@@ -11,7 +11,7 @@ import urllib.request
 from pathlib import Path
 
 from benchmarks import servers, wrk
-from wsgistack import runtime
+from wsgistack.lifecycle.preflight import free_ports
 
 EXAMPLE = servers.ROOT / "examples" / "openstack"
 HOME = Path("/var/tmp/wsgistack-bench-openstack")
@@ -34,7 +34,7 @@ def _prepare() -> None:
     for path in EXAMPLE.iterdir():
         shutil.copy(path, HOME / path.name)
     manifest = HOME / "wsgistack.toml"
-    manifest.write_text(re.sub(r"(?m)^base_port = \d+", f"base_port = {runtime.free_ports()}",
+    manifest.write_text(re.sub(r"(?m)^base_port = \d+", f"base_port = {free_ports()}",
                                manifest.read_text()))
 
 

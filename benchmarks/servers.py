@@ -18,7 +18,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from wsgistack import runtime
+from wsgistack.lifecycle.health import http_status
+from wsgistack.lifecycle.preflight import free_ports
+from wsgistack.lifecycle.processes import load_state
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
@@ -59,11 +61,11 @@ class Stack:
 def running_stack(workdir: Path) -> tuple[dict[str, str], dict[str, int]]:
     """The URL of each service (no trailing slash) and the pid of each process of the stack
     that is up in `workdir`, from its state."""
-    state = runtime.load_state(str(workdir / ".wsgistack")) or {}
-    services = state.get("services", [])
-    assert isinstance(services, list)
-    return ({s["name"]: s["url"].rstrip("/") for s in services},
-            {r.name: r.pid for r in runtime.running_from(state)})
+    state = load_state(str(workdir / ".wsgistack"))
+    if state is None:
+        return {}, {}
+    return ({s.name: s.url.rstrip("/") for s in state.services},
+            {r.name: r.pid for r in state.procs})
 
 
 @contextlib.contextmanager
@@ -72,7 +74,7 @@ def wsgistack_stack(workdir: Path, backend: str, services: dict[str, str], proce
     """The stack brought up by `wsgistack up --detach` under `backend`, and down after."""
     workdir.mkdir(parents=True, exist_ok=True)
     workdir.chmod(0o755)  # Apache's and nginx's worker user walks into it
-    port = runtime.free_ports("127.0.0.1", len(services))
+    port = free_ports("127.0.0.1", len(services))
     (workdir / "wsgistack.toml").write_text(manifest(services, port, processes, threads,
                                                      backend))
     started = time.perf_counter()
@@ -92,7 +94,7 @@ def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 30) ->
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"{proc.args!r} exited with {proc.returncode}")
-        if runtime.http_status(url, timeout=1.0)[0] == 200:
+        if http_status(url, timeout=1.0)[0] == 200:
             return
         time.sleep(0.05)
     raise RuntimeError(f"{url} not ready after {timeout}s")

@@ -13,14 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from wsgistack import cli, runtime
+from wsgistack import cli
+from wsgistack.lifecycle import preflight, processes
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
 def free_port(count: int = 3) -> int:
     """A base port with room for the example stacks' three services."""
-    return runtime.free_ports("127.0.0.1", count)
+    return preflight.free_ports("127.0.0.1", count)
 
 
 @dataclass
@@ -82,8 +83,8 @@ class Stack:
         return run_cli(*argv, cwd=self.root)
 
     def pids(self) -> list[int]:
-        state = runtime.load_state(str(self.root / ".wsgistack"))
-        return [r.pid for r in runtime.running_from(state)] if state else []
+        state = processes.load_state(str(self.root / ".wsgistack"))
+        return [r.pid for r in state.procs] if state else []
 
 
 def alive(pid: int) -> bool:
@@ -91,7 +92,7 @@ def alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    return runtime._proc_stat(pid)[:1] not in (["Z"], [])
+    return processes.proc_stat(pid)[:1] not in (["Z"], [])
 
 
 @pytest.fixture

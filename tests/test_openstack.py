@@ -24,8 +24,8 @@ from typing import Any
 import pytest
 
 from tests.conftest import Stack, alive, free_port
-from wsgistack import runtime
 from wsgistack.backends import BACKENDS
+from wsgistack.lifecycle import processes
 
 pytestmark = [pytest.mark.live, pytest.mark.openstack]
 EXAMPLE = Path(__file__).parent.parent / "examples" / "openstack"
@@ -127,8 +127,8 @@ def _root_processes(pids: list[int]) -> tuple[set[str], set[str]]:
     todo = [(pid, True) for pid in pids]
     while todo:
         pid, leader = todo.pop()
-        todo += [(child, False) for child in runtime._child_pids(pid)]
-        user = runtime.owner(pid)
+        todo += [(child, False) for child in processes.child_pids(pid)]
+        user = processes.owner(pid)
         users.add(user)
         if user == "root":
             name = Path(f"/proc/{pid}/comm").read_text().strip()

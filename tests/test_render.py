@@ -37,7 +37,9 @@ def test_golden(case, backend, monkeypatch):
     files = rendered(case, backend, monkeypatch)
     golden = HERE / "golden" / case / backend.replace("+", "-")
     if os.environ.get("WSGISTACK_UPDATE_GOLDEN"):
-        runtime.write_files(str(golden), {f"{rel}.golden": text for rel, text in files.items()})
+        for rel, text in files.items():
+            (golden / f"{rel}.golden").parent.mkdir(parents=True, exist_ok=True)
+            (golden / f"{rel}.golden").write_text(text)
     expected = {str(p.relative_to(golden)).removesuffix(".golden"): p.read_text()
                 for p in golden.rglob("*.golden")}
     assert sorted(files) == sorted(expected)
@@ -66,8 +68,14 @@ def test_uwsgi_defaults(monkeypatch):
                  "exit-on-reload = false", "buffer-size = 65535", "thunder-lock = true",
                  "hook-master-start = unix_signal:15 gracefully_kill_them_all",
                  "processes = 4", "threads = 2", "virtualenv = /opt/venvs/cp",
-                 "env = OS_KEYSTONE_CONFIG_DIR=/etc/keystone"):
+                 "uid = wsgistack", "gid = wsgistack", "chmod-socket = 660",
+                 "chown-socket = wsgistack:www-data"):
         assert line in ini.splitlines()
+    # The app's env is the entry's to set: in the ini it would outlive a reload.
+    assert "OS_KEYSTONE_CONFIG_DIR" not in ini
+    entry = rendered("control-plane", "nginx+uwsgi", monkeypatch)[
+        "entries/identity/wsgistack_entry_identity.py"]
+    assert "ENV = {'OS_KEYSTONE_CONFIG_DIR': '/etc/keystone'" in entry
 
 
 def test_nginx_keeps_the_host_port(monkeypatch):

@@ -129,7 +129,8 @@ def test_safe_by_default(stack, backend, monkeypatch):
 
     # Nobody else can read, list or connect to anything under the state dir.
     paths = [str(p) for p in [state, *state.rglob("*")]]
-    assert any(stat.S_ISSOCK(os.lstat(p).st_mode) for p in paths) == BACKENDS[backend].FRONT_END
+    if BACKENDS[backend].FRONT_END:  # the sockets behind it are among them
+        assert any(stat.S_ISSOCK(os.lstat(p).st_mode) for p in paths)
     opened = subprocess.run(
         ["runuser", "-u", "nobody", "--", "/usr/bin/python3", "-c", AS_NOBODY],
         input=json.dumps(paths), capture_output=True, text=True, check=True)

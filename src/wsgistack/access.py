@@ -25,7 +25,8 @@ PRIVATE_DIR = 0o700
 GROUP_DIR = 0o750
 PRIVATE_FILE = 0o600
 GROUP_FILE = 0o640
-SHARED_DIRS = ("entries", "conf", "logs", "data", "venvs", "tmp", "check", "serve")
+SHARED_DIRS = ("entries", "conf", "logs", "data", "venvs", "tmp", "check", "serve",
+               "preflight")
 
 
 def _ids(plan: Plan, user: str, group: str) -> tuple[int, int]:

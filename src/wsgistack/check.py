@@ -23,6 +23,7 @@ from wsgistack import plan as plans
 from wsgistack import runtime
 from wsgistack.backends import BACKENDS
 from wsgistack.errors import ServerError, WsgistackError
+from wsgistack.lifecycle.preflight import free_ports
 from wsgistack.manifest import Manifest
 
 UPLOAD = 5 * 1024 * 1024
@@ -177,7 +178,7 @@ def run_one(m: Manifest, service: str, backend: str) -> dict[str, str]:
         processes=min(svc.processes, 2))
     alone = dataclasses.replace(
         m, services=(svc,),
-        stack=dataclasses.replace(m.stack, base_port=runtime.free_ports(), host="127.0.0.1"))
+        stack=dataclasses.replace(m.stack, base_port=free_ports(), host="127.0.0.1"))
     p = plans.build(alone, backend, state=Path(m.state_path, "check", backend.replace("+", "-")))
     running = runtime.up(p, lambda _m: None)
     try:

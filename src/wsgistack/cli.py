@@ -17,6 +17,7 @@ from pathlib import Path
 from wsgistack import access, check, entry, manifest, plan, runtime, secrets
 from wsgistack.backends import BACKENDS
 from wsgistack.errors import WsgistackError
+from wsgistack.lifecycle import health, processes
 
 EXIT_USER_ERROR = 2
 EXIT_NOT_UP = 3
@@ -58,14 +59,14 @@ def table(rows: Sequence[Sequence[object]], header: Sequence[str]) -> str:
     )
 
 
-def catalog_table(p: plan.Plan, running: list[runtime.Running]) -> str:
+def catalog_table(p: plan.Plan, running: list[processes.Running]) -> str:
     rows = []
     for svc in p.services:
-        status, _why = runtime.http_status(svc.health_url)
-        health = "healthy" if status == svc.config.health_status else (
+        status, _why = health.http_status(svc.health_url)
+        answer = "healthy" if status == svc.config.health_status else (
             f"HTTP {status}" if status else "down")
         rows.append((svc.name, svc.public_url, p.backend, runtime.pid_of(running, svc.name),
-                     health))
+                     answer))
     return table(rows, ("service", "url", "server", "pid", "health"))
 
 
@@ -88,12 +89,13 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 def cmd_reload(args: argparse.Namespace) -> int:
     m = _load(args)
-    state = runtime.load_state(str(m.state_path)) or {}
+    state = processes.load_state(str(m.state_path))
     # As `up` was run: its --backend and --base-port are in the state.
-    args.backend = args.backend or state.get("backend")
-    if not args.base_port and isinstance(state.get("base_port"), int):
-        args.base_port = state["base_port"]
-        m = _with_base_port(m, args.base_port)
+    if state:
+        args.backend = args.backend or state.backend
+        if not args.base_port and state.base_port:
+            args.base_port = state.base_port
+            m = _with_base_port(m, args.base_port)
     p = _plan(args, m)
     t0 = time.monotonic()
     running = runtime.reload(p, lambda msg: _say(f"  {msg}"))
@@ -105,10 +107,6 @@ def cmd_reload(args: argparse.Namespace) -> int:
 def cmd_down(args: argparse.Namespace) -> int:
     m = _load(args)
     stopped = runtime.down(str(m.state_path))
-    # What a killed `check` or `serve` left behind lives in state dirs of their own.
-    for leftover in sorted(m.state_path.glob("*/*/" + runtime.STATE_FILE)):
-        if leftover.parent.parent.name in ("check", "serve"):
-            stopped += runtime.down(str(leftover.parent))
     if not stopped:
         _say(f"stack '{m.stack.name}' is not up (no state in {m.state_path})")
         return 0
@@ -116,33 +114,50 @@ def cmd_down(args: argparse.Namespace) -> int:
     return 0
 
 
+def _service_status(state: processes.StackState, svc: processes.ServiceRecord
+                    ) -> tuple[str, list[dict[str, object]]]:
+    """A service's health, and each process it needs: its leaders (its own server, a front
+    end) and their workers, with pid, role, state and user."""
+    procs = state.serving(svc.name)
+    gone = [r for r in procs if not r.alive()]
+    status, _why = health.http_status(svc.health_url)
+    answers = status == svc.health_status
+    if gone:
+        names = ", ".join(f"{r.name} (pid {r.pid})" for r in gone)
+        health_text = (f"{'degraded' if answers else 'crashed'}: {names} gone; see "
+                       f"wsgistack logs {gone[0].name}")
+    else:
+        health_text = "healthy" if answers else (f"HTTP {status}" if status else
+                                                 "not answering")
+    members: list[dict[str, object]] = []
+    for r in procs:
+        role = "leader" if r.name == svc.name else "front end"
+        members.append({"name": r.name, "pid": r.pid, "role": role,
+                        "state": "running" if r.alive() else "gone",
+                        "user": processes.owner(r.pid)})
+        members += [{"name": r.name, "pid": pid, "role": "worker", "state": "running",
+                     "user": processes.owner(pid)}
+                    for pid in (processes.descendants(r.pid) if r.alive() else [])]
+    return health_text, members
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     m = _load(args)
-    state = runtime.load_state(str(m.state_path))
+    state = processes.load_state(str(m.state_path))
     if state is None:
         _show(json.dumps({"stack": m.stack.name, "up": False}) if args.json
               else f"stack '{m.stack.name}' is not up")
         return EXIT_NOT_UP
-    running = runtime.running_from(state)
-    services = state["services"]
-    assert isinstance(services, list)
     rows, docs, healthy = [], [], True
-    for svc in services:
-        pid = runtime.pid_of(running, svc["name"])
-        procs = [r for r in running if svc["name"] in r.serves]
-        status, _why = runtime.http_status(svc["health_url"])
-        if not procs[0].alive():
-            health = f"crashed (pid {pid} gone; see wsgistack logs {procs[0].name})"
-        else:
-            health = "healthy" if status == svc["health_status"] else (
-                f"HTTP {status}" if status else "not answering")
-        healthy &= health == "healthy"
-        rows.append((svc["name"], svc["url"], state["backend"], pid, health))
-        docs.append({"name": svc["name"], "url": svc["url"], "health": health,
-                     "processes": [{"name": r.name, "pid": r.pid, "alive": r.alive(),
-                                    "user": runtime.owner(r.pid)} for r in procs]})
+    for svc in state.services:
+        health_text, members = _service_status(state, svc)
+        healthy &= health_text == "healthy"
+        rows.append((svc.name, svc.url, state.backend, runtime.pid_of(state.procs, svc.name),
+                     health_text))
+        docs.append({"name": svc.name, "url": svc.url, "health": health_text,
+                     "processes": members})
     if args.json:
-        _show(json.dumps({"stack": m.stack.name, "up": True, "backend": state["backend"],
+        _show(json.dumps({"stack": m.stack.name, "up": True, "backend": state.backend,
                           "services": docs}, indent=1))
     else:
         _show(table(rows, ("service", "url", "server", "pid", "health")))
@@ -260,6 +275,12 @@ def cmd_settings(_args: argparse.Namespace) -> int:
     return 0
 
 
+def _port(text: str) -> int:
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port: a number from 1 to 65535")
+    return int(text)
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="wsgistack", description="Deploy Python API services as WSGI applications.")
@@ -278,14 +299,14 @@ def parser() -> argparse.ArgumentParser:
 
     p = add("up", cmd_up, "bring the stack up, health-checked, and print its catalog", True)
     p.add_argument("-d", "--detach", action="store_true", help="leave it running and return")
-    p.add_argument("--base-port", type=int, help="override [stack] base_port")
+    p.add_argument("--base-port", type=_port, help="override [stack] base_port")
     p = add("reload", cmd_reload, "re-render and have every server replace its workers "
             "gracefully, in place (same processes, ports and prefixes)", True)
-    p.add_argument("--base-port", type=int, help="default: the one `up` used")
+    p.add_argument("--base-port", type=_port, help="default: the one `up` used")
     add("down", cmd_down, "stop every process of the stack")
     p = add("status", cmd_status, "show each service's process and health")
     p.add_argument("--json", action="store_true", help="per service: URL, health and each "
-                   "process (name, pid, alive, user), as JSON")
+                   "process (name, pid, role, state, user), as JSON")
     p = add("logs", cmd_logs, "show a service's (or server process's) log")
     p.add_argument("name")
     p.add_argument("-n", "--lines", type=int, default=50)
@@ -302,7 +323,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--prefix", default="", help="mount the app under this prefix")
     p = add("serve", cmd_serve, "serve one service or app spec in the foreground", True)
     p.add_argument("target", help="a service of the manifest, or an app spec")
-    p.add_argument("--port", type=int, default=0)
+    p.add_argument("--port", type=_port, default=0)
     p.add_argument("--prefix", default=None)
     p.add_argument("app_args", nargs="*", help="after --: the app's own arguments")
     p = add("check", cmd_check, "run one service under each backend and compare, side by side")

@@ -28,7 +28,7 @@ _NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
 
 def setting(default: Any, doc: str, **rules: Any) -> Any:
     """Declare a setting: its default, its one-sentence description, and optional rules
-    (``choices``, ``minimum``, ``required``)."""
+    (``choices``, ``minimum``, ``maximum``, ``required``)."""
     meta = {"doc": doc, **rules}
     if isinstance(default, dict):
         return field(default_factory=lambda: types.MappingProxyType(dict(default)), metadata=meta)
@@ -52,7 +52,7 @@ class StackConfig:
         8780,
         "First port: the front door with a front-end backend, else the first service's port; "
         "services without a port get the next free numbers in manifest order.",
-        minimum=1,
+        minimum=1, maximum=65535,
     )
     state_dir: str = setting(
         ".wsgistack", "Directory for rendered configs, pid files, logs and state (relative to "
@@ -94,7 +94,8 @@ class ServiceConfig:
     prefix: str = setting(
         "/{name}", "URL prefix the service is mounted on (SCRIPT_NAME); `/` for the root."
     )
-    port: int = setting(0, "Port of the service's own listener (0: assigned from base_port).")
+    port: int = setting(0, "Port of the service's own listener (0: assigned from base_port).",
+                        minimum=0, maximum=65535)
     processes: int = setting(2, "Worker processes.", minimum=1)
     threads: int = setting(1, "Threads per worker process.", minimum=1)
     env: Mapping[str, str] = setting(
@@ -259,6 +260,10 @@ def _build(cls: type[Any], table: Mapping[str, Any], path: str, where: str,
         if "minimum" in fld.metadata and value < fld.metadata["minimum"]:
             raise ManifestError(
                 path, f"{where}.{key}", f"must be at least {fld.metadata['minimum']}, got {value}"
+            )
+        if "maximum" in fld.metadata and value > fld.metadata["maximum"]:
+            raise ManifestError(
+                path, f"{where}.{key}", f"must be at most {fld.metadata['maximum']}, got {value}"
             )
         kwargs[key] = value
     for name, fld in declared.items():

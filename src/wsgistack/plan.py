@@ -166,6 +166,9 @@ def _ports(manifest: Manifest, first: int) -> list[int]:
             continue
         while candidate in taken:
             candidate += 1
+        if candidate > 65535:
+            raise ManifestError(manifest.path, "stack.base_port", f"{first} leaves no port "
+                                f"below 65536 for service '{svc.name}'; choose a lower one")
         ports.append(candidate)
         taken.add(candidate)
     return ports

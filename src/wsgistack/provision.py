@@ -21,6 +21,8 @@ from typing import Any
 
 from wsgistack import access, secrets
 from wsgistack.errors import ManifestError, ServerError
+from wsgistack.lifecycle.health import log_tail
+from wsgistack.lifecycle.processes import MARKER, UMASK, as_user
 from wsgistack.plan import Plan, ServicePlan, substitute
 
 DONE = ".wsgistack-installed"
@@ -43,8 +45,6 @@ def _run_logged(argv: list[str] | tuple[str, ...], log: Path, env: dict[str, str
 
 
 def _last_line(log: Path) -> str:
-    from wsgistack.runtime import log_tail  # runtime imports this module
-
     return log_tail(str(log)) or "(no output)"
 
 
@@ -115,8 +115,6 @@ def render_templates(plan: Plan) -> None:
 def run_setup(plan: Plan, progress: Callable[[str], None]) -> None:
     """Run each service's setup commands once, as the app's user with the service's own
     environment; keep their output; record what was done."""
-    from wsgistack.runtime import UMASK, as_user  # runtime imports this module
-
     for svc in plan.services:
         prov = svc.provision
         record = hashlib.sha256(json.dumps(prov.setup).encode()).hexdigest()
@@ -124,7 +122,7 @@ def run_setup(plan: Plan, progress: Callable[[str], None]) -> None:
         if prov.setup and not (done.exists() and done.read_text() == record):
             log = Path(plan.path("logs", f"{svc.name}-setup.log"))
             access.group_readable(plan, svc, str(log))
-            env = {**svc.base_env, **svc.env, "VIRTUAL_ENV": svc.python_home,
+            env = {**svc.base_env, **svc.env, MARKER: plan.state, "VIRTUAL_ENV": svc.python_home,
                    "PATH": os.path.join(svc.python_home, "bin") + os.pathsep
                    + svc.base_env["PATH"]}
             progress(f"{svc.name}: running {len(prov.setup)} setup command(s)")

@@ -109,9 +109,12 @@ def python_module(svc: ServicePlan, module: str, package: str) -> Requirement:
 
 
 def app_proc(plan: Plan, svc: ServicePlan, argv: tuple[str, ...]) -> Proc:
-    """A server that runs the app in its own process: started as the app's user."""
+    """A server that runs the app in its own process: started as the app's user, from the
+    clean base environment. The entry sets the app's `env` when it loads the app: a key
+    removed from the manifest is then gone after a reload, where a server's own
+    environment would hand it on to every new worker."""
     return Proc(name=svc.name, argv=argv, log=log_path(plan, svc.name), cwd=svc.working_dir,
-                env={**svc.base_env, **svc.env}, user=svc.user if plan.root else "",
+                env=svc.base_env, user=svc.user if plan.root else "",
                 group=svc.group if plan.root else "")
 
 

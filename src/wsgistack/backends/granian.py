@@ -38,6 +38,7 @@ def argv(plan: Plan, svc: ServicePlan) -> tuple[str, ...]:
         "--no-ws", "--log-level", "warning",
         "--working-dir", os.path.dirname(svc.entry),
         "--workers-kill-timeout", "10",
+        "--respawn-failed-workers",  # off by default: one crashed worker, one lost service
         "--pid-file", f"{svc.run_dir}/granian.pid",
         f"{svc.module}:application",
     )

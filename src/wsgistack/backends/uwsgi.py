@@ -1,9 +1,9 @@
 """uWSGI alone, each service on its own `http11-socket` (keep-alive: 3x `http-socket` here).
 
 Also the ini renderer for the front-end backends, where uWSGI listens on a UNIX socket.
-Defaults are the ones production taught (lessons.md): master, lazy-apps (load after fork),
-need-app (a broken app must not look healthy), die-on-term, graceful stop, 64 KiB buffer
-for token headers, the environment written into the ini.
+Defaults are the ones production taught: master, lazy-apps (load after fork), need-app (a
+broken app must not look healthy), die-on-term, graceful stop, 64 KiB buffer for token
+headers.
 """
 
 from __future__ import annotations
@@ -68,7 +68,8 @@ def ini(plan: Plan, svc: ServicePlan, listen: list[str]) -> str:
         lines += [f"uid = {q(svc.user)}", f"gid = {q(svc.group)}"]
     if svc.python_home != "/usr":  # a venv; Debian's own Python needs no home
         lines.append(f"virtualenv = {q(svc.python_home)}")
-    lines += [f"env = {q(k)}={q(v)}" for k, v in sorted(svc.env.items())]
+    # No `env =` lines: the entry sets the app's env as it loads the app. The master keeps
+    # what its ini set across reloads, so a key removed from the manifest would live on.
     return "\n".join(lines) + "\n"
 
 

@@ -1,0 +1,1 @@
+"""The local target: processes (start, track, lock, stop), health, and preflight checks."""

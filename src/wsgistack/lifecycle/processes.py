@@ -1,0 +1,304 @@
+"""Every process a stack starts: started, recorded, found again, locked, stopped.
+
+Each process is started in its own session, recorded with its start time (a recycled pid is
+never taken for ours), and carries the stack's marker in its environment, which every child
+inherits: a uWSGI worker whose master was SIGKILLed, or a granian worker of a stack whose
+state dir was deleted, is still found, named and stopped. Only this module reads or writes
+the state file, through :class:`StackState`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import grp
+import json
+import os
+import pwd
+import signal
+import subprocess
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from wsgistack import access
+from wsgistack.backends.base import Proc
+from wsgistack.errors import ServerError
+from wsgistack.plan import Plan
+
+STATE_FILE = "state.json"
+LOCK_FILE = "lock"
+UMASK = 0o027  # what servers and setup commands create: nothing for other users
+STOP_GRACE = 15.0
+START_MARK = "--- wsgistack: starting "
+# In the environment of every process of a stack: its state dir.
+MARKER = "WSGISTACK_STACK"
+# Children we started, kept so they can be reaped; a detached stack outlives this process.
+_children: dict[int, subprocess.Popen[bytes]] = {}
+
+
+def proc_stat(pid: int) -> list[str]:
+    """Fields of /proc/PID/stat after the command name (state first), or [] when gone."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+            return fh.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return []
+
+
+def _start_time(pid: int) -> str:
+    fields = proc_stat(pid)
+    return fields[19] if len(fields) > 19 else ""
+
+
+def pid_alive(pid: int) -> bool:
+    return proc_stat(pid)[:1] not in ([], ["Z"])
+
+
+@dataclass(frozen=True)
+class Running:
+    name: str
+    pid: int
+    started: str  # the kernel's start time of pid, to tell it from a recycled pid
+    log: str
+    serves: tuple[str, ...]
+    ready: tuple[str, int] | None = None  # from Proc.ready; known only to the `up` that started it
+    since: int = 0  # where in the log this start's (or reload's) output begins
+
+    def alive(self) -> bool:
+        fields = proc_stat(self.pid)
+        return (bool(self.started) and len(fields) > 19 and fields[19] == self.started
+                and fields[0] != "Z")
+
+
+@dataclass(frozen=True)
+class ServiceRecord:
+    name: str
+    url: str
+    health_url: str
+    health_status: int
+
+
+@dataclass(frozen=True)
+class StackState:
+    """What `up` left for `status`, `reload` and `down`: the one reader of state.json."""
+
+    stack: str
+    backend: str
+    manifest: str
+    base_port: int | None  # given by `up --base-port`: `reload` keeps it
+    procs: tuple[Running, ...]
+    services: tuple[ServiceRecord, ...]
+
+    def serving(self, service: str) -> list[Running]:
+        """The processes a service needs: its own first, then a front end."""
+        return sorted((r for r in self.procs if service in r.serves),
+                      key=lambda r: r.name != service)
+
+
+def state_path(state_dir: str) -> Path:
+    return Path(state_dir, STATE_FILE)
+
+
+def save_state(plan: Plan, running: list[Running]) -> None:
+    doc = {
+        "stack": plan.name, "backend": plan.backend, "manifest": plan.source,
+        "base_port": plan.base_port if plan.base_port_given else None,
+        "procs": [{"name": r.name, "pid": r.pid, "started": r.started, "log": r.log,
+                   "serves": list(r.serves)} for r in running],
+        "services": [{"name": s.name, "url": s.public_url, "health_url": s.health_url,
+                      "health_status": s.config.health_status} for s in plan.services],
+    }
+    path = state_path(plan.state)
+    tmp = path.with_suffix(".tmp")
+    access.make_file(plan, str(tmp), access.PRIVATE_FILE, text=json.dumps(doc, indent=1))
+    tmp.replace(path)  # atomic: a reader sees the old record or the new one
+
+
+def load_state(state_dir: str) -> StackState | None:
+    path = state_path(state_dir)
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        return StackState(
+            stack=doc["stack"], backend=doc["backend"], manifest=doc["manifest"],
+            base_port=doc.get("base_port"),
+            procs=tuple(Running(p["name"], p["pid"], p["started"], p["log"],
+                                tuple(p["serves"])) for p in doc["procs"]),
+            services=tuple(ServiceRecord(s["name"], s["url"], s["health_url"],
+                                         s["health_status"]) for s in doc["services"]))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ServerError(f"{path}: unreadable state ({exc}); run `wsgistack down` (it finds "
+                          "the stack's processes without it), then remove the file") from None
+
+
+def forget(state_dir: str) -> None:
+    state_path(state_dir).unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def locked(state_dir: str, command: str) -> Iterator[None]:
+    """One command at a time on a state dir: a second `up`, `reload` or `down` fails in one
+    line instead of racing the first (two `up`s lost one stack's record)."""
+    os.makedirs(state_dir, mode=access.PASS_THROUGH, exist_ok=True)
+    path = os.path.join(state_dir, LOCK_FILE)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, access.PRIVATE_FILE)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+            raise ServerError(
+                f"another wsgistack command ({holder}) is working on the stack in {state_dir}; "
+                f"wait for it to finish, then run `wsgistack {command}` again") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{command}, pid {os.getpid()}".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+# ---- finding processes -------------------------------------------------------------------
+
+def child_pids(pid: int) -> set[int]:
+    """Children of `pid`, whichever of its threads started them."""
+    pids: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        with contextlib.suppress(OSError, ValueError):
+            pids |= {int(p) for p in (task / "children").read_text().split()}
+    return pids
+
+
+def descendants(pid: int) -> list[int]:
+    found, todo = [], list(child_pids(pid))
+    while todo:
+        child = todo.pop()
+        found.append(child)
+        todo += child_pids(child)
+    return found
+
+
+def marked(state_dir: str, nested: bool = False) -> list[int]:
+    """Live processes carrying this stack's marker (with `nested`, also those of the `check`
+    and `serve` stacks under it), whatever became of their parents or of the state file."""
+    mark = f"{MARKER}={state_dir}".encode()
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/environ", "rb") as fh:
+                env = fh.read().split(b"\0")
+        except OSError:
+            continue  # gone, or another user's: not ours
+        ours = mark in env or (nested and any(v.startswith(mark + b"/") for v in env))
+        if ours and pid_alive(int(entry.name)):
+            found.append(int(entry.name))
+    return sorted(found)
+
+
+def owner(pid: int) -> str:
+    """The user a process runs as ("" when it is gone)."""
+    try:
+        return pwd.getpwuid(os.stat(f"/proc/{pid}").st_uid).pw_name
+    except (OSError, KeyError):
+        return ""
+
+
+def describe(pids: Iterable[int]) -> str:
+    """`1234 (uwsgi), 1235 (uwsgi)`: what a message names."""
+    shown = []
+    for pid in pids:
+        try:
+            name = Path(f"/proc/{pid}/comm").read_text().strip()
+        except OSError:
+            name = "?"
+        shown.append(f"{pid} ({name})")
+    return ", ".join(shown)
+
+
+# ---- start and stop ------------------------------------------------------------------------
+
+def mark_log(log: BinaryIO, what: str) -> int:
+    """Write a marker line into a server's log; return where the output after it begins."""
+    since = log.seek(0, os.SEEK_END)
+    log.write(f"{START_MARK}{what}\n".encode())
+    log.flush()
+    return since
+
+
+def as_user(user: str, group: str) -> dict[str, Any]:
+    """Popen arguments that start a process as `user` in `group`, with that user's own
+    supplementary groups and none of root's ({} when no user is named)."""
+    if not user:
+        return {}
+    gid = grp.getgrnam(group).gr_gid
+    return {"user": user, "group": group, "extra_groups": os.getgrouplist(user, gid)}
+
+
+def start(plan: Plan, proc: Proc) -> Running:
+    access.service_log(plan, proc.log)
+    with open(proc.log, "ab") as log:
+        since = mark_log(log, " ".join(proc.argv))
+        try:
+            # Only what the plan says: never the environment of the shell that ran `up`.
+            child = subprocess.Popen(
+                proc.argv, cwd=proc.cwd, env={**proc.env, MARKER: plan.state},
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True, umask=UMASK, **as_user(proc.user, proc.group),
+            )
+        except OSError as exc:
+            raise ServerError(f"cannot start {proc.name}: {proc.argv[0]}: {exc.strerror}") \
+                from None
+    _children[child.pid] = child
+    return Running(proc.name, child.pid, _start_time(child.pid), proc.log,
+                   proc.serves or (proc.name,), proc.ready, since)
+
+
+def reap(pid: int) -> None:
+    child = _children.get(pid)
+    if child is not None and child.poll() is not None:
+        del _children[pid]
+
+
+def _signal(pid: int, sig: int, group: bool) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        if group:
+            os.killpg(pid, sig)
+        else:
+            os.kill(pid, sig)
+
+
+def stop(running: Iterable[Running], state_dir: str, grace: float = STOP_GRACE,
+         nested: bool = False) -> list[int]:
+    """SIGTERM every recorded process group and every marked process left (a worker whose
+    leader was SIGKILLed lives in a session of its own), wait for them to go, SIGKILL what is
+    left. Returns the pids that were stopped."""
+    leaders = [r for r in running if r.alive()]
+    family = {r.pid for r in leaders}.union(*(descendants(r.pid) for r in leaders))
+    for r in leaders:
+        _signal(r.pid, signal.SIGTERM, group=True)
+    # Marked, but no leader's: orphans of a SIGKILLed leader, or of a lost state file.
+    strays = [p for p in marked(state_dir, nested) if p not in family]
+    for pid in strays:
+        _signal(pid, signal.SIGTERM, group=False)
+    deadline = time.monotonic() + grace
+    pending = {r.pid for r in leaders} | set(strays)
+    while time.monotonic() < deadline:
+        for pid in pending:
+            reap(pid)
+        # Children of a leader go with it; anything still marked is still ours.
+        pending = {p for p in pending if pid_alive(p)} | set(marked(state_dir, nested))
+        if not pending:
+            break
+        time.sleep(0.05)
+    for pid in pending:
+        _signal(pid, signal.SIGKILL, group=pid in {r.pid for r in leaders})
+        reap(pid)
+    return sorted({r.pid for r in leaders} | set(strays))
