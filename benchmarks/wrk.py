@@ -21,6 +21,7 @@ class Result:
     rps: float
     latency_ms: float  # mean
     errors: int  # socket errors and non-2xx/3xx answers
+    requests: int = 0  # answered in all
 
 
 def run(url: str, duration: float, connections: int, threads: int = 2,
@@ -46,6 +47,8 @@ def parse(out: str) -> Result:
         errors += sum(int(g) for g in m.groups())
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     errors += int(non2xx.group(1)) if non2xx else 0
-    if not rps or not lat:
+    total = re.search(r"(\d+) requests in", out)
+    if not rps or not lat or not total:
         raise RuntimeError(f"cannot read wrk's output:\n{out}")
-    return Result(float(rps.group(1)), float(lat.group(1)) * _UNITS[lat.group(2)], errors)
+    return Result(float(rps.group(1)), float(lat.group(1)) * _UNITS[lat.group(2)], errors,
+                  int(total.group(1)))

@@ -99,16 +99,23 @@ def service_files(plan: Plan) -> dict[str, ServicePlan]:
     return {rel: svc for svc in plan.services for rel in files_of(svc)}
 
 
-def write_rendered(plan: Plan, files: dict[str, str]) -> None:
+def write_rendered(plan: Plan, files: dict[str, str]) -> set[str]:
     """A service's own files for its group to read; the rest (front-end configs, read by
-    their root master) for root alone."""
+    their root master) for root alone. Returns the files whose text changed."""
     owners = service_files(plan)
+    changed = set()
     for rel, text in files.items():
+        try:
+            changed |= set() if Path(plan.path(rel)).read_text(encoding="utf-8") == text \
+                else {rel}
+        except (OSError, UnicodeDecodeError):
+            changed.add(rel)
         svc = owners.get(rel)
         if svc is not None:
             make_file(plan, plan.path(rel), GROUP_FILE, group=svc.group, text=text)
         else:
             make_file(plan, plan.path(rel), PRIVATE_FILE, text=text)
+    return changed
 
 
 def service_log(plan: Plan, path: str) -> None:

@@ -352,6 +352,7 @@ def server_quirks(app: WSGIApp, trusted_proxies: Sequence[str] = ()) -> WSGIApp:
       shut down after its body, so the client sees where it ends.
     """
     close_unframed = bool(os.environ.get("WSGISTACK_CLOSE_UNFRAMED"))
+    draining = _drain_watch(os.environ.get("WSGISTACK_DRAIN_FILE", ""))
     networks = _networks(trusted_proxies)
 
     def uniform(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
@@ -374,14 +375,32 @@ def server_quirks(app: WSGIApp, trusted_proxies: Sequence[str] = ()) -> WSGIApp:
             environ["wsgi.input"] = _UwsgiChunkedInput(uwsgi)
             environ["wsgi.input_terminated"] = True
         if close_unframed:
-            return _close_unframed(app, environ, start_response)
+            return _close_unframed(app, environ, start_response, draining)
         return app(environ, start_response)
 
     return uniform
 
 
-def _close_unframed(app: WSGIApp, environ: dict[str, Any],
-                    start_response: Callable[..., Any]) -> Any:
+def _drain_watch(path: str) -> Callable[[], bool]:
+    """Whether a reload is coming for this worker: `wsgistack reload` rewrites the drain file
+    (uWSGI's http11-socket) a moment before it signals. The worker then ends each connection
+    after its answer, saying so, rather than let a client send on a keep-alive connection
+    that the worker is about to close."""
+    def generation() -> str:
+        try:
+            with open(path, encoding="ascii") as fh:
+                return fh.read()
+        except OSError:
+            return ""
+
+    if not path:
+        return lambda: False
+    loaded = generation()
+    return lambda: generation() != loaded
+
+
+def _close_unframed(app: WSGIApp, environ: dict[str, Any], start_response: Callable[..., Any],
+                    draining: Callable[[], bool]) -> Any:
     """Run `app` under uWSGI's http11-socket so a response without a length is delimited by
     the end of the connection. uWSGI keeps such a connection alive whatever the headers say
     (its proto_http11_close "does not honour Connection: close"), so the client would wait
@@ -390,7 +409,7 @@ def _close_unframed(app: WSGIApp, environ: dict[str, Any],
     unframed = []
 
     def start(status: str, headers: list[tuple[str, str]], *exc: Any) -> Any:
-        if not any(k.lower() == "content-length" for k, _ in headers):
+        if not any(k.lower() == "content-length" for k, _ in headers) or draining():
             headers = [*headers, ("Connection", "close")]
             unframed.append(True)
         return start_response(status, headers, *exc)

@@ -21,7 +21,7 @@ from wsgistack.backends.base import entry_file
 from wsgistack.errors import ServerError
 from wsgistack.lifecycle import health, preflight, processes
 from wsgistack.lifecycle.processes import Running, StackState
-from wsgistack.plan import Plan
+from wsgistack.plan import Plan, ServicePlan
 
 
 def render(plan: Plan) -> dict[str, str]:
@@ -31,19 +31,19 @@ def render(plan: Plan) -> dict[str, str]:
 def _ready(plan: Plan, progress: Callable[[str], None]) -> None:
     """What the new processes will run on, made before anything running is touched: users,
     directories, venvs."""
-    preflight.check_host(plan)
-    preflight.check_paths(plan)
     provision.ensure_users(plan, progress)  # first: files are handed to them
     access.layout(plan)
     provision.prepare(plan, progress)  # before the requirement checks look into the venvs
 
 
-def _write(plan: Plan, progress: Callable[[str], None]) -> None:
-    """Everything the servers read, written and checked before they start (or reload)."""
-    access.write_rendered(plan, render(plan))
+def _write(plan: Plan, progress: Callable[[str], None]) -> set[str]:
+    """Everything the servers read, written and checked before they start (or reload).
+    Returns the rendered files whose text changed."""
+    changed = access.write_rendered(plan, render(plan))
     preflight.check_requirements(plan)  # after writing: some ask whether files are readable
     provision.render_templates(plan)
     provision.run_setup(plan, progress)
+    return changed
 
 
 def _refuse_leftovers(plan: Plan, state: StackState | None) -> None:
@@ -51,7 +51,7 @@ def _refuse_leftovers(plan: Plan, state: StackState | None) -> None:
         raise ServerError(
             f"stack '{plan.name}' is already up (state in {plan.state}); run `wsgistack down` "
             "first, or use another [stack] state_dir")
-    left = processes.marked(plan.state)
+    left = processes.marked(plan.state, leaders=state.procs if state else ())
     if left:
         raise ServerError(
             f"stack '{plan.name}' has processes left from an earlier run: "
@@ -60,8 +60,11 @@ def _refuse_leftovers(plan: Plan, state: StackState | None) -> None:
 
 def up(plan: Plan, progress: Callable[[str], None]) -> list[Running]:
     """Start the whole plan and wait for health; on any failure stop what was started."""
+    preflight.check_host(plan)
+    preflight.check_paths(plan)  # first: the lock lives in the state dir
     with processes.locked(plan.state, "up"):
         _refuse_leftovers(plan, processes.load_state(plan.state))
+        processes.clear_pid_files(plan.state)
         preflight.check_ports(plan)
         _ready(plan, progress)
         _write(plan, progress)
@@ -96,6 +99,8 @@ def reload(plan: Plan, progress: Callable[[str], None]) -> list[Running]:
     """Re-render, try the new apps, then have every server reload gracefully, in place:
     done when none of the workers from before is left and every service is healthy (and,
     under uWSGI, loaded)."""
+    preflight.check_host(plan)
+    preflight.check_paths(plan)
     with processes.locked(plan.state, "reload"):
         state = processes.load_state(plan.state)
         if not state or not state.procs or not all(r.alive() for r in state.procs):
@@ -110,18 +115,30 @@ def reload(plan: Plan, progress: Callable[[str], None]) -> list[Running]:
                               "`up`; a reload keeps them: run `wsgistack down` then `up`")
         _ready(plan, progress)
         _try_apps(plan)
-        _write(plan, progress)
-        return _signal_reload(plan, state, progress)
+        changed = _write(plan, progress)
+        return _signal_reload(plan, state, changed, progress)
 
 
-def _signal_reload(plan: Plan, state: StackState,
+def _signal_reload(plan: Plan, state: StackState, changed: set[str],
                    progress: Callable[[str], None]) -> list[Running]:
     procs = {p.name: p for p in get(plan.backend).command(plan)}
-    old: set[int] = set()
+    old: set[int] = set()  # the workers that must be replaced before the reload is done
     current = []
     for r in state.procs:
         proc = procs[r.name]
+        if proc.reload_when and not changed & set(proc.reload_when):
+            if proc.app_reload:  # the front end stays; the app's processes are replaced
+                sig, title = proc.app_reload
+                apps = {p for p in processes.child_pids(r.pid)
+                        if processes.cmdline(p).startswith(title)}
+                old |= apps
+                for pid in apps:
+                    os.kill(pid, sig)
+            current.append(r)
+            continue
         old |= processes.child_pids(r.pid)
+        if proc.drain:
+            _drain(plan, plan.service(r.name), proc.drain)
         with open(r.log, "ab") as log:  # ready lines count from here
             since = processes.mark_log(log, f"reload ({signal.Signals(proc.reload_signal).name})")
         os.kill(r.pid, proc.reload_signal)
@@ -134,6 +151,15 @@ def _signal_reload(plan: Plan, state: StackState,
         time.sleep(0.05)
     health.wait_healthy(plan, current, progress)
     return current
+
+
+# Long enough for every busy keep-alive connection to get one more answer, which ends it.
+DRAIN_SECONDS = 1.0
+
+
+def _drain(plan: Plan, svc: ServicePlan, path: str) -> None:
+    access.group_readable(plan, svc, path, f"{time.time_ns()}\n")
+    time.sleep(DRAIN_SECONDS)
 
 
 def stop_stack(state_dir: str, running: list[Running]) -> list[int]:

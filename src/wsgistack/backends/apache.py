@@ -128,12 +128,13 @@ def length_limits(plan: Plan) -> list[str]:
     return lines
 
 
-def command(plan: Plan) -> list[Proc]:
+def command(plan: Plan, app_reload: tuple[int, str] | None = None) -> list[Proc]:
     return [Proc(
         name="apache", argv=(binary(), "-f", plan.path("conf", "httpd.conf"), "-DFOREGROUND"),
         log=log_path(plan, "apache"), cwd=plan.state, env=front_env(plan),
         serves=tuple(s.name for s in plan.services),
         reload_signal=signal.SIGUSR1,  # graceful restart: mod_wsgi daemons included
+        reload_when=("conf/httpd.conf",), app_reload=app_reload,
     )]
 
 

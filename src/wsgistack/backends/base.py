@@ -27,6 +27,17 @@ class Proc:
     ready: tuple[str, int] | None = None
     # What makes the server reload its config and replace its workers gracefully.
     reload_signal: int = signal.SIGHUP
+    # The files (under the state dir) whose change needs that reload; empty: any reload
+    # does. A front end whose config is unchanged is left alone: its graceful restart
+    # closes its clients' idle keep-alive connections, and a request sent on one just then
+    # is lost.
+    reload_when: tuple[str, ...] = ()
+    # When it is left alone: the signal that replaces the processes that run the app
+    # instead (mod_wsgi's daemons), and how their command lines begin.
+    app_reload: tuple[int, str] | None = None
+    # A file the entry watches: rewritten a moment before the reload signal, it has the
+    # old workers end their keep-alive connections first (uWSGI's http11-socket).
+    drain: str = ""
     # Who it is started as ("": as wsgistack). Servers that drop privileges themselves
     # (uWSGI, Apache, nginx) start as root and are told their users in their configs.
     user: str = ""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import glob
 import os
+import signal
 
 from wsgistack.backends import apache
 from wsgistack.backends.base import Proc, Requirement, app_access, entry_files
@@ -43,6 +44,7 @@ def daemon(plan: Plan, svc: ServicePlan) -> list[str]:
         f"python-home={q(svc.python_home)}", f"home={q(svc.working_dir)}",
         "lang=C.UTF-8", "locale=C.UTF-8", f"request-timeout={cfg.timeout}",
         f"socket-timeout={cfg.timeout}", "header-buffer-size=65536",
+        f"graceful-timeout={cfg.timeout}", f"eviction-timeout={cfg.timeout}",
     ]
     return [
         f"WSGIDaemonProcess {svc.name} " + " ".join(options),
@@ -71,7 +73,9 @@ def render(plan: Plan) -> dict[str, str]:
 
 
 def command(plan: Plan) -> list[Proc]:
-    return apache.command(plan)
+    # A daemon process restarts gracefully on SIGUSR1 (in-flight requests finish within
+    # eviction-timeout) while Apache keeps its socket: new requests wait, none is refused.
+    return apache.command(plan, app_reload=(signal.SIGUSR1, "(wsgi:"))
 
 
 def requirements(plan: Plan) -> list[Requirement]:

@@ -128,6 +128,7 @@ def command(plan: Plan) -> list[Proc]:
         name="nginx", argv=("nginx", "-c", plan.path("conf", "nginx.conf"), "-p", plan.state),
         log=log_path(plan, "nginx"), cwd=plan.state, env=front_env(plan),
         serves=tuple(s.name for s in plan.services),
+        reload_when=("conf/nginx.conf", "conf/uwsgi_params"),
     )
     return [*uwsgi.procs(plan), nginx]
 

@@ -8,6 +8,8 @@ headers.
 
 from __future__ import annotations
 
+import dataclasses
+
 from wsgistack.backends import quoting
 from wsgistack.backends.base import (
     Proc,
@@ -57,7 +59,8 @@ def ini(plan: Plan, svc: ServicePlan, listen: list[str]) -> str:
         "buffer-size = 65535",
         f"harakiri = {cfg.timeout}",
         f"socket-timeout = {cfg.timeout}",
-        f"procname-prefix-spaced = {q(plan.name + '-' + svc.name)}",
+        # No procname options: uWSGI writes its process titles over its environment, where
+        # the stack's marker lives (lifecycle/processes.py).
         "disable-logging = true",
         f"hook-accepting = log:{READY_LINE}",
         "umask = 027",
@@ -133,14 +136,21 @@ def render(plan: Plan) -> dict[str, str]:
         # (http-auto-chunked is for the HTTP router; Debian builds no routing): the entry
         # marks such responses `Connection: close`.
         s.name: [f"http11-socket = {plan.host}:{s.port}", "env = WSGISTACK_CLOSE_UNFRAMED=1",
+                 f"env = WSGISTACK_DRAIN_FILE={quoting.ini(drain_file(s))}",
                  f"chunked-input-limit = {CHUNKED_INPUT_LIMIT}"]
         for s in plan.services
     }
     return {**entry_files(plan, mount=True), **ini_files(plan, listen)}
 
 
+def drain_file(svc: ServicePlan) -> str:
+    return f"{svc.run_dir}/drain"
+
+
 def command(plan: Plan) -> list[Proc]:
-    return procs(plan)
+    # Keep-alive connections are the entry's to end before a reload (see loader.py).
+    return [dataclasses.replace(p, drain=drain_file(s))
+            for p, s in zip(procs(plan), plan.services, strict=True)]
 
 
 def requirements(plan: Plan) -> list[Requirement]:

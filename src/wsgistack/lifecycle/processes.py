@@ -1,10 +1,13 @@
 """Every process a stack starts: started, recorded, found again, locked, stopped.
 
-Each process is started in its own session, recorded with its start time (a recycled pid is
-never taken for ours), and carries the stack's marker in its environment, which every child
-inherits: a uWSGI worker whose master was SIGKILLed, or a granian worker of a stack whose
-state dir was deleted, is still found, named and stopped. Only this module reads or writes
-the state file, through :class:`StackState`.
+Each process is started as the leader of a session of its own, recorded with its start time
+(a recycled pid is never taken for ours), and carries the stack's marker in its environment,
+which every child inherits. A process is the stack's when it carries the marker, or when it
+is in the session of one that does or of a recorded leader: a uWSGI worker whose master was
+SIGKILLed, or a granian worker of a stack whose state dir was deleted, is still found, named
+and stopped. (nginx rewrites its environment area with its process titles: its workers are
+found through their master's session.) Only this module reads or writes the state file,
+through :class:`StackState`.
 """
 
 from __future__ import annotations
@@ -33,9 +36,11 @@ STATE_FILE = "state.json"
 LOCK_FILE = "lock"
 UMASK = 0o027  # what servers and setup commands create: nothing for other users
 STOP_GRACE = 15.0
+KILL_WAIT = 5.0
 START_MARK = "--- wsgistack: starting "
 # In the environment of every process of a stack: its state dir.
 MARKER = "WSGISTACK_STACK"
+TITLE_REWRITERS = {b"nginx"}
 # Children we started, kept so they can be reaped; a detached stack outlives this process.
 _children: dict[int, subprocess.Popen[bytes]] = {}
 
@@ -140,6 +145,14 @@ def forget(state_dir: str) -> None:
     state_path(state_dir).unlink(missing_ok=True)
 
 
+def clear_pid_files(state_dir: str) -> None:
+    """Pid files left by servers that were killed: Apache, gunicorn and granian refuse to
+    start while the pid in theirs is alive, and after a SIGKILL that pid may be anyone's by
+    now. Called once no process of the stack is left."""
+    for pid_file in Path(state_dir, "run").glob("**/*.pid"):
+        pid_file.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
 def locked(state_dir: str, command: str) -> Iterator[None]:
     """One command at a time on a state dir: a second `up`, `reload` or `down` fails in one
@@ -184,23 +197,61 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-def marked(state_dir: str, nested: bool = False) -> list[int]:
-    """Live processes carrying this stack's marker (with `nested`, also those of the `check`
-    and `serve` stacks under it), whatever became of their parents or of the state file."""
+def _carries(pid: int, state_dir: str, nested: bool) -> bool:
+    """Whether a process carries the stack's marker: in its environment, or (nginx, whose
+    titles overwrite its environment) in its master's title, which names our config."""
     mark = f"{MARKER}={state_dir}".encode()
-    found = []
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as fh:
+            env = fh.read().split(b"\0")
+        if mark in env or (nested and any(v.startswith(mark + b"/") for v in env)):
+            return True
+        with open(f"/proc/{pid}/comm", "rb") as fh:
+            if fh.read().strip() not in TITLE_REWRITERS:
+                return False
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            title = fh.read()
+    except OSError:
+        return False  # gone, or another user's: not ours
+    conf = f" -c {state_dir}/".encode()
+    return conf + b"conf/" in title or (nested and conf in title)
+
+
+def marked(state_dir: str, nested: bool = False, leaders: Iterable[Running] = ()) -> list[int]:
+    """Live processes of this stack (with `nested`, also of the `check` and `serve` stacks
+    under it), whatever became of their parents or of the state file: those carrying its
+    marker, and those in the session of one that does or of a recorded leader. A session
+    whose leader's pid now belongs to another process is not ours."""
+    table: dict[int, tuple[int, str]] = {}  # pid -> (session, start time)
+    carrying = set()
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
-        try:
-            with open(f"/proc/{entry.name}/environ", "rb") as fh:
-                env = fh.read().split(b"\0")
-        except OSError:
-            continue  # gone, or another user's: not ours
-        ours = mark in env or (nested and any(v.startswith(mark + b"/") for v in env))
-        if ours and pid_alive(int(entry.name)):
-            found.append(int(entry.name))
-    return sorted(found)
+        pid = int(entry.name)
+        fields = proc_stat(pid)
+        if len(fields) < 20 or fields[0] == "Z":
+            continue
+        table[pid] = (int(fields[3]), fields[19])
+        if _carries(pid, state_dir, nested):
+            carrying.add(pid)
+    recorded = {r.pid: r.started for r in leaders}
+    sessions = {table[p][0] for p in carrying} | set(recorded)
+
+    def ours(session: int) -> bool:
+        if session not in table:  # its leader is gone: only ours used it
+            return True
+        return session in carrying or table[session][1] == recorded.get(session)
+
+    valid = {s for s in sessions if ours(s)}
+    return sorted(p for p, (session, _) in table.items() if p in carrying or session in valid)
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(
+            errors="replace")
+    except OSError:
+        return ""
 
 
 def owner(pid: int) -> str:
@@ -280,12 +331,15 @@ def stop(running: Iterable[Running], state_dir: str, grace: float = STOP_GRACE,
     """SIGTERM every recorded process group and every marked process left (a worker whose
     leader was SIGKILLed lives in a session of its own), wait for them to go, SIGKILL what is
     left. Returns the pids that were stopped."""
+    running = list(running)
+    for r in running:
+        reap(r.pid)  # a leader SIGKILLed by someone else: our zombie until reaped
     leaders = [r for r in running if r.alive()]
     family = {r.pid for r in leaders}.union(*(descendants(r.pid) for r in leaders))
     for r in leaders:
         _signal(r.pid, signal.SIGTERM, group=True)
-    # Marked, but no leader's: orphans of a SIGKILLed leader, or of a lost state file.
-    strays = [p for p in marked(state_dir, nested) if p not in family]
+    # The stack's, but no live leader's: orphans of a SIGKILLed leader, or of a lost state.
+    strays = [p for p in marked(state_dir, nested, running) if p not in family]
     for pid in strays:
         _signal(pid, signal.SIGTERM, group=False)
     deadline = time.monotonic() + grace
@@ -293,12 +347,18 @@ def stop(running: Iterable[Running], state_dir: str, grace: float = STOP_GRACE,
     while time.monotonic() < deadline:
         for pid in pending:
             reap(pid)
-        # Children of a leader go with it; anything still marked is still ours.
-        pending = {p for p in pending if pid_alive(p)} | set(marked(state_dir, nested))
+        # Children of a leader go with it; anything still the stack's is still ours.
+        pending = {p for p in pending if pid_alive(p)} | set(marked(state_dir, nested, running))
         if not pending:
             break
         time.sleep(0.05)
     for pid in pending:
         _signal(pid, signal.SIGKILL, group=pid in {r.pid for r in leaders})
-        reap(pid)
+    # SIGKILL takes effect when the kernel gets to it: done means gone.
+    deadline = time.monotonic() + KILL_WAIT
+    while pending and time.monotonic() < deadline:
+        for pid in pending:
+            reap(pid)
+        pending = {p for p in pending if pid_alive(p)}
+        time.sleep(0.01)
     return sorted({r.pid for r in leaders} | set(strays))

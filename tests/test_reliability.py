@@ -1,0 +1,334 @@
+"""Reliability: faults injected into real stacks on every backend, on 127.0.0.1 only.
+
+Leaders SIGKILLed, a state dir deleted, two commands at once, an app that breaks before a
+reload, a front end killed, workers killed under load, a reload under load. Every load is
+wrk against loopback, bounded in time. Figures go to $WSGISTACK_FIGURES (JSON lines) when
+it is set: the README's Reliability table is made from them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+
+import pytest
+from benchmarks import wrk
+
+from tests.conftest import FIXTURES, Stack, alive, free_port
+from wsgistack.backends import BACKENDS
+from wsgistack.lifecycle import processes
+
+pytestmark = [pytest.mark.live, pytest.mark.reliability]
+
+MANIFEST = """
+[stack]
+name = "rel"
+base_port = {port}
+start_timeout = {timeout}
+[services.api]
+app = "{app}"
+prefix = "/api"
+python_path = ["{fixtures}"]
+processes = 2
+env = {{ KEEP = "kept"{extra_env} }}
+"""
+
+
+def write(stack: Stack, port: int, app: str = "whoami:application", timeout: int = 30,
+          extra_env: str = ', DROP = "dropped"') -> None:
+    stack.write(MANIFEST.format(port=port, app=app, fixtures=FIXTURES, timeout=timeout,
+                                extra_env=extra_env))
+
+
+def record(test: str, backend: str, **figures: object) -> None:
+    path = os.environ.get("WSGISTACK_FIGURES")
+    if path:
+        with open(path, "a", encoding="utf-8") as out:
+            out.write(json.dumps({"test": test, "backend": backend, **figures}) + "\n")
+
+
+def seen(port: int) -> dict:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/", timeout=10) as resp:
+        return json.loads(resp.read())
+
+
+def answers(port: int) -> bool:
+    try:
+        seen(port)
+    except (OSError, urllib.error.URLError, ValueError):
+        return False
+    return True
+
+
+def wait_for(condition: Callable[[], bool], seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return condition()
+
+
+def state_dir(stack: Stack) -> str:
+    return str(stack.root / ".wsgistack")
+
+
+@pytest.fixture
+def up_stack(stack: Stack) -> Iterator[Callable[[str], int]]:
+    """Bring the test stack up under a backend; returns its port. Whatever happens, nothing
+    of it survives the test."""
+    def start(backend: str) -> int:
+        port = free_port()
+        write(stack, port)
+        res = stack.cli("up", "--detach", "--backend", backend)
+        assert res.code == 0, res.err
+        return port
+
+    yield start
+    stack.cli("down")
+    for pid in processes.marked(state_dir(stack), nested=True):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+# ---- the lifecycle ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("backend", sorted(BACKENDS))
+def test_killed_leaders_are_found_refused_and_stopped(stack, up_stack, backend):
+    port = up_stack(backend)
+    state = state_dir(stack)
+    everything = processes.marked(state, leaders=processes.load_state(state).procs)
+    leaders = stack.pids()
+    assert set(leaders) < set(everything)  # workers carry the marker too
+    for pid in leaders:
+        os.kill(pid, signal.SIGKILL)
+    assert wait_for(lambda: not any(alive(p) for p in leaders), 5)
+    orphans = [p for p in everything if alive(p)]
+
+    again = stack.cli("up", "--detach")
+    if orphans and again.code == 2:  # workers outlived their leader: named, not started over
+        named = re.search(r"has processes left from an earlier run: (.*); run `wsgistack "
+                          r"down` to stop them$", again.err.strip())
+        assert named, again.err
+        pids = [int(p.split()[0]) for p in named.group(1).split(", ")]
+        assert pids and set(pids) <= set(everything)
+    else:  # (uWSGI's workers follow their master out, some moments later)
+        assert again.code == 0 or not [p for p in everything if alive(p)], again.err
+    down = stack.cli("down")
+    assert down.code == 0, down.err
+    assert [p for p in everything if alive(p)] == []
+    assert processes.marked(state, nested=True) == []
+    record("killed leaders", backend, orphans=len(orphans))
+
+    again = stack.cli("up", "--detach", "--backend", backend)
+    assert again.code == 0, again.err
+    assert answers(port)
+
+
+@pytest.mark.parametrize("backend", sorted(BACKENDS))
+def test_down_stops_a_stack_whose_state_dir_was_deleted(stack, up_stack, backend):
+    up_stack(backend)
+    state = state_dir(stack)
+    everything = processes.marked(state)
+    shutil.rmtree(state)
+    res = stack.cli("down")
+    assert res.code == 0
+    assert res.err == f"stopped {len(everything)} process(es) of stack 'rel'\n"
+    assert wait_for(lambda: not any(alive(p) for p in everything), 5)
+
+
+def test_one_command_at_a_time(stack):
+    write(stack, free_port())
+    state = state_dir(stack)
+    with processes.locked(state, "up"):
+        for command in ("up", "reload", "down"):
+            res = stack.cli(command)
+            assert res.code == 2
+            assert res.err.splitlines()[-1] + "\n" == (
+                f"wsgistack: error: another wsgistack command (up, pid {os.getpid()}) is "
+                f"working on the stack in {state}; wait for it to finish, then run "
+                f"`wsgistack {command}` again\n")
+    assert stack.pids() == []
+
+
+@pytest.mark.parametrize("backend", sorted(BACKENDS))
+def test_reload_never_makes_things_worse(stack, up_stack, backend):
+    port = up_stack(backend)
+    before = seen(port)
+    assert before["environ"]["DROP"] == "dropped"
+    leaders = stack.pids()
+
+    write(stack, port, app="broken:application")
+    res = stack.cli("reload")
+    assert res.code == 2
+    assert res.err.splitlines()[-1] == (
+        "wsgistack: error: reload refused: service 'api' cannot load its app: cannot load app "
+        "'broken:application': ModuleNotFoundError: No module named 'no_such_dependency_xyz'; "
+        "the running stack is untouched; fix it and run `wsgistack reload` again")
+    assert stack.pids() == leaders and seen(port)["environ"]["DROP"] == "dropped"
+
+    write(stack, port, extra_env="")  # DROP removed from the manifest
+    res = stack.cli("reload")
+    assert res.code == 0, res.err
+    after = seen(port)
+    assert "DROP" not in after["environ"] and after["environ"]["KEEP"] == "kept"
+    assert stack.pids() == leaders
+
+
+@pytest.mark.parametrize("backend", ["apache+uwsgi", "nginx+uwsgi"])
+def test_status_sees_a_dead_front_end(stack, up_stack, backend):
+    up_stack(backend)
+    front = next(r for r in processes.load_state(state_dir(stack)).procs if r.name != "api")
+    os.kill(front.pid, signal.SIGKILL)
+    assert wait_for(lambda: not front.alive(), 5)
+    res = stack.cli("status")
+    assert res.code == 1
+    # Its workers may still answer a while (degraded), or not (crashed): gone either way.
+    assert re.search(f"(crashed|degraded): {front.name} \\(pid {front.pid}\\) gone; see "
+                     f"wsgistack logs {front.name}", res.out), res.out
+    doc = json.loads(stack.cli("status", "--json").out)
+    states = {p["role"]: p["state"] for p in doc["services"][0]["processes"]
+              if p["role"] != "worker"}
+    assert states == {"leader": "running", "front end": "gone"}
+
+
+def test_granian_respawns_a_killed_worker(stack, up_stack):
+    port = up_stack("granian")
+    leader = stack.pids()[0]
+    workers = processes.descendants(leader)
+    victim = workers[0]
+    os.kill(victim, signal.SIGKILL)
+    assert wait_for(lambda: len(set(processes.descendants(leader)) - {victim})
+                    >= len(workers), 15)
+    assert answers(port)
+    assert stack.cli("status").code == 0
+
+
+def test_start_timeout_holds_when_the_app_hangs_at_import(stack):
+    write(stack, free_port(), app="hangs:application", timeout=3)
+    started = time.monotonic()
+    res = stack.cli("up", "--detach")
+    took = time.monotonic() - started
+    assert res.code == 2
+    assert res.err.splitlines()[-1].startswith(
+        "wsgistack: error: service 'api' did not become healthy in 3s (last: ")
+    assert "cannot load its app: loading it did not finish in 5s (it hangs at import?)" \
+        in res.err
+    assert processes.marked(state_dir(stack), nested=True) == []
+    record("hung import", "granian", start_timeout=3, seconds=round(took, 1))
+    assert took < 3 + 5 + processes.STOP_GRACE
+
+
+# ---- bad input ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("stack_extra", "service_extra", "message"), [
+    ("", "port = 70000", r"services.api.port: must be at most 65535, got 70000$"),
+    ("", "port = -5", r"services.api.port: must be at least 0, got -5$"),
+    ('state_dir = "/proc/wsgistack"', "",
+     r"stack.state_dir: /proc/wsgistack is under /proc, which holds no files of ours; "
+     r"choose a directory such as .wsgistack$"),
+    ('state_dir = "st$ate"', "",
+     r"stack.state_dir: /.*/st\$ate contains '\$', which server configs would read as "
+     r"syntax; choose a path without it$"),
+    ("", 'working_dir = "nowhere"',
+     r"services.api.working_dir: /.*/nowhere is not a directory; create it or fix the "
+     r"setting$"),
+    ("", 'venv = "no-venv"',
+     r"services.api.venv: no interpreter at /.*/no-venv/bin/python; create the venv "
+     r"\(python3 -m venv DIR\) or fix the setting$"),
+    ('host = "not a host"', "",
+     r"stack.host: 'not a host' is not an address or a known host name \(.*\); use e.g. "
+     r"127.0.0.1 or 0.0.0.0$"),
+])
+def test_bad_input_is_one_line_and_starts_nothing(stack, stack_extra, service_extra, message):
+    stack.write(f"[stack]\nbase_port = {free_port(1)}\n{stack_extra}\n"
+                f'[services.api]\napp = "wsgistack.apps.probe:application"\n{service_extra}\n')
+    res = stack.cli("up", "--detach")
+    assert res.code == 2
+    errors = [ln for ln in res.err.splitlines() if not ln.startswith("starting stack")]
+    assert len(errors) == 1 and errors[0].startswith("wsgistack: error: "), res.err
+    assert re.search(message, errors[0]), res.err
+    assert stack.pids() == []
+
+
+def test_read_only_state_dir_is_one_line(stack):
+    ro = stack.root / "ro"
+    ro.mkdir()
+    if os.system(f"mount -t tmpfs -o ro,size=1m tmpfs {ro} 2>/dev/null") != 0:
+        pytest.skip("cannot mount a read-only file system here")
+    try:
+        stack.write(f'[stack]\nbase_port = {free_port(1)}\nstate_dir = "ro/state"\n'
+                    '[services.api]\napp = "wsgistack.apps.probe:application"\n')
+        res = stack.cli("up", "--detach")
+        assert res.code == 2
+        assert res.err.strip().endswith(
+            f"stack.state_dir: cannot write {ro} (read-only file system); choose a writable "
+            "directory")
+    finally:
+        os.system(f"umount {ro}")
+
+
+# ---- under load -----------------------------------------------------------------------------
+
+LOAD_SECONDS = 4.0
+CONNECTIONS = 8
+
+
+@contextlib.contextmanager
+def load(port: int) -> Iterator[dict[str, wrk.Result]]:
+    """wrk against the service for LOAD_SECONDS (bounded), in the background."""
+    out: dict[str, wrk.Result] = {}
+    worker = threading.Thread(target=lambda: out.setdefault("result", wrk.run(
+        f"http://127.0.0.1:{port}/api/", LOAD_SECONDS, CONNECTIONS, threads=1)))
+    worker.start()
+    try:
+        yield out
+    finally:
+        worker.join(LOAD_SECONDS + 30)
+
+
+@pytest.mark.parametrize("backend", sorted(BACKENDS))
+def test_reload_under_load_loses_nothing(stack, up_stack, backend):
+    port = up_stack(backend)
+    write(stack, port, extra_env=', DROP = "changed"')
+    with load(port) as result:
+        time.sleep(1)
+        res = stack.cli("reload")
+        assert res.code == 0, res.err
+    got = result["result"]
+    record("reload under load", backend, requests=got.requests, failed=got.errors)
+    assert got.requests > 0
+    assert got.errors == 0, f"{got.errors} of {got.requests} failed during the reload"
+    assert seen(port)["environ"]["DROP"] == "changed"
+
+
+@pytest.mark.parametrize("backend", sorted(BACKENDS))
+def test_killed_worker_under_load_heals(stack, up_stack, backend):
+    port = up_stack(backend)
+    state = state_dir(stack)
+    app_leader = processes.load_state(state).serving("api")[0]  # mod_wsgi: Apache
+    # A process that runs the app: the app user's, under the app's leader (Apache's, under
+    # mod_wsgi, whose own workers are www-data's).
+    app_user = "wsgistack" if os.geteuid() == 0 else processes.owner(os.getpid())
+    workers = [p for p in processes.descendants(app_leader.pid)
+               if processes.owner(p) == app_user]
+    assert workers, processes.describe(processes.descendants(app_leader.pid))
+    with load(port) as result:
+        time.sleep(1)
+        os.kill(workers[0], signal.SIGKILL)
+    got = result["result"]
+    healed = wait_for(lambda: answers(port) and stack.cli("status").code == 0, 15)
+    record("killed worker under load", backend, requests=got.requests, failed=got.errors,
+           healed=healed)
+    assert got.requests > 0
+    assert got.errors <= CONNECTIONS, f"{got.errors} of {got.requests} failed"
+    assert healed
