@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import threading
 import time
 import urllib.error
@@ -332,3 +333,91 @@ def test_killed_worker_under_load_heals(stack, up_stack, backend):
     assert got.requests > 0
     assert got.errors <= CONNECTIONS, f"{got.errors} of {got.requests} failed"
     assert healed
+
+
+# ---- limits ---------------------------------------------------------------------------------
+
+def _exchange(port: int, head: bytes, body: list[bytes] = ()) -> tuple[str, float]:
+    """Send a raw request; (status line, or how the connection ended; seconds taken)."""
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        try:
+            sock.sendall(head)
+            for piece in body:
+                sock.sendall(piece)
+            answer = sock.recv(256).decode("latin-1").split("\r\n")[0] or "closed"
+        except ConnectionResetError:
+            answer = "reset"
+        except OSError as exc:
+            answer = type(exc).__name__
+    return answer, time.monotonic() - started
+
+
+LIMITS = """
+[stack]
+name = "lim"
+base_port = {port}
+[services.api]
+app = "wsgistack.apps.probe:application"
+prefix = "/api"
+processes = 1
+threads = 2
+max_body = 1048576
+upload = true
+"""
+
+
+@pytest.mark.parametrize("backend", sorted(BACKENDS))
+def test_limits_answer_at_once_and_alike(stack, backend):
+    port = free_port()
+    stack.write(LIMITS.format(port=port))
+    assert stack.cli("up", "--detach", "--backend", backend).code == 0
+    piece = b"10000\r\n" + b"x" * 0x10000 + b"\r\n"
+    chunked, took = _exchange(port, b"POST /api/upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: "
+                              b"chunked\r\n\r\n", [piece] * 32 + [b"0\r\n\r\n"])
+    assert chunked.split(" ", 2)[1] == "413", chunked  # 2 MiB chunked over a 1 MiB limit
+    fields = "".join(f"X-F{i}: v\r\n" for i in range(200)).encode()
+    many, took_many = _exchange(port, b"GET /api/ HTTP/1.1\r\nHost: x\r\n" + fields + b"\r\n")
+    big, took_big = _exchange(port, b"GET /api/ HTTP/1.1\r\nHost: x\r\nX-Big: "
+                              + b"a" * 102400 + b"\r\n\r\n")
+    assert many.split(" ", 2)[1] in ("400", "431"), many
+    # uWSGI alone turns each header into a var with a 16-bit length: one over 64 KiB cannot
+    # be parsed, and it drops the connection at once.
+    refused = ("400", "431") if backend != "uwsgi" else ("reset",)
+    assert (big.split(" ", 2)[1] if big.startswith("HTTP/") else big) in refused, big
+    assert max(took, took_many, took_big) < 1.0
+    assert answers_probe(port)  # and it serves the next request
+    record("limits", backend, chunked_over_limit=chunked, fields_200=many, header_100k=big)
+
+
+def answers_probe(port: int) -> bool:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status/200", timeout=5) as resp:
+        return resp.status == 200
+
+
+@pytest.mark.parametrize("backend", ["apache+uwsgi", "mod_wsgi", "nginx+uwsgi"])
+def test_front_ends_do_not_let_a_request_be_smuggled(stack, backend):
+    """CL.TE and TE.CL: a request with both lengths is refused (nginx: 400), or framed by its
+    Transfer-Encoding alone (Apache, RFC 9112): the app behind sees the chunked body, never
+    the bytes a Content-Length would have framed, so nothing is left over to smuggle."""
+    port = free_port()
+    stack.write(LIMITS.format(port=port))
+    assert stack.cli("up", "--detach", "--backend", backend).code == 0
+    probes = [(b"Content-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nG", 0),
+              (b"Transfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n8\r\nSMUGGLED\r\n"
+               b"0\r\n\r\n", 8)]
+    for framing, chunked_length in probes:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(b"POST /api/upload HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                         + framing)
+            answer = b""
+            with contextlib.suppress(OSError):
+                while chunk := sock.recv(65536):
+                    answer += chunk
+        status = answer.split(b" ", 2)[1]
+        if backend == "nginx+uwsgi":
+            assert status == b"400", answer[:200]
+            continue
+        assert status == b"200", answer[:200]
+        body = json.loads(answer.split(b"\r\n\r\n", 1)[1].split(b"\r\n")[-1] or b"{}")
+        assert body["body_length"] == chunked_length, body

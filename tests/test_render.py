@@ -65,7 +65,8 @@ def test_mod_wsgi_defaults(monkeypatch):
 def test_uwsgi_defaults(monkeypatch):
     ini = rendered("control-plane", "nginx+uwsgi", monkeypatch)["conf/uwsgi-identity.ini"]
     for line in ("master = true", "lazy-apps = true", "need-app = true", "die-on-term = true",
-                 "exit-on-reload = false", "buffer-size = 65535", "thunder-lock = true",
+                 "exit-on-reload = false", "buffer-size = 131072", "max-vars = 512",
+                 "thunder-lock = true",
                  "hook-master-start = unix_signal:15 gracefully_kill_them_all",
                  "processes = 4", "threads = 2", "virtualenv = /opt/venvs/cp",
                  "uid = wsgistack", "gid = wsgistack", "chmod-socket = 660",

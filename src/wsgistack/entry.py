@@ -35,6 +35,7 @@ class EntrySpec:
     mount: str = ""  # prefix to split off PATH_INFO, for servers that set no SCRIPT_NAME
     max_body: int = 0  # 413 above this declared length, for servers with no limit of their own
     trusted_proxies: Sequence[str] = ()  # whose forwarded headers count (addresses, CIDRs)
+    drain_refused: bool = False  # read a refused body to its end before the 413
 
 
 def module_name(service: str) -> str:
@@ -55,6 +56,7 @@ PYTHON_PATH = {python_path!r}
 WORKING_DIR = {working_dir!r}
 MOUNT = {mount!r}
 MAX_BODY = {max_body!r}
+DRAIN_REFUSED = {drain_refused!r}
 TRUSTED_PROXIES = {trusted_proxies!r}
 
 _lock = _threading.Lock()
@@ -73,7 +75,8 @@ def get_application(args=None):
             if os.environ.get("WSGISTACK_VALIDATE"):  # `wsgistack check`: PEP 3333 checks
                 from wsgiref.validate import validator
                 built = validator(built)
-            _app = server_quirks(limit_body(mount(built, MOUNT), MAX_BODY), TRUSTED_PROXIES)
+            limited = limit_body(mount(built, MOUNT), MAX_BODY, DRAIN_REFUSED)
+            _app = server_quirks(limited, TRUSTED_PROXIES)
     return _app
 
 
@@ -140,5 +143,6 @@ def render(spec: EntrySpec) -> str:
         app=spec.app, name=spec.name, env=dict(spec.env), args=list(spec.args),
         python_path=list(spec.python_path), working_dir=spec.working_dir, mount=spec.mount,
         max_body=spec.max_body, trusted_proxies=list(spec.trusted_proxies),
+        drain_refused=spec.drain_refused,
     )
     return header + _LOADER_BODY + runner

@@ -13,6 +13,15 @@ from collections.abc import Iterable
 class WsgistackError(Exception):
     """A user error: one line saying what is wrong and how to fix it."""
 
+    def __str__(self) -> str:
+        return one_line(super().__str__())
+
+
+def one_line(text: str) -> str:
+    """`text` with its control characters escaped: a key or value from the manifest with a
+    line break in it must not break the one line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
 
 class ManifestError(WsgistackError):
     """The manifest is wrong: names the file and the key."""

@@ -221,26 +221,93 @@ def mount(app: WSGIApp, prefix: str) -> WSGIApp:
     return mounted
 
 
-def limit_body(app: WSGIApp, max_body: int) -> WSGIApp:
-    """Answer 413 to a declared body over `max_body` bytes, for servers with no limit of their
-    own (gunicorn, granian). Chunked bodies carry no length: front ends limit those."""
+DRAIN_PIECES = 4096  # 256 MiB at most of a refused body read to its end
+
+
+class BodyTooLarge(Exception):
+    """A body of unknown length (chunked) went past the limit as the app read it."""
+
+
+class _CountedInput:
+    """wsgi.input that stops a body of unknown length at the limit: read in pieces, so a
+    read() of everything never holds more than the limit and a piece."""
+
+    def __init__(self, stream: Any, limit: int) -> None:
+        self._stream = stream
+        self._limit = limit
+        self._seen = 0
+
+    def _count(self, data: bytes) -> bytes:
+        self._seen += len(data)
+        if self._seen > self._limit:
+            raise BodyTooLarge(self._limit)
+        return data
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is not None and size >= 0:
+            return self._count(self._stream.read(size))
+        pieces = []
+        while piece := self._count(self._stream.read(65536)):
+            pieces.append(piece)
+        return b"".join(pieces)
+
+    def readline(self, size: int = -1) -> bytes:
+        return self._count(self._stream.readline(size))
+
+    def readlines(self, hint: int = -1) -> list[bytes]:
+        return list(iter(self.readline, b""))
+
+    def __iter__(self) -> Any:
+        return iter(self.readline, b"")
+
+
+def _discard(stream: Any, length: int) -> None:
+    """Read a refused body to its end (`length`, or -1: unknown), up to DRAIN_PIECES pieces:
+    a client that sends on and on is cut off."""
+    for _ in range(DRAIN_PIECES):
+        piece = stream.read(65536 if length < 0 else min(65536, length))
+        length -= len(piece)
+        if not piece or length == 0:
+            break
+
+
+def limit_body(app: WSGIApp, max_body: int, drain: bool = False) -> WSGIApp:
+    """Answer 413 to a body over `max_body` bytes, for servers with no limit of their own
+    (gunicorn, granian, uWSGI alone): a declared length at once, a chunked body when the app
+    reads past the limit (unless it has answered already)."""
     if max_body <= 0:
         return app
+    too_large = f"request body over the limit of {max_body} bytes"
 
     def limited(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         length = environ.get("CONTENT_LENGTH") or ""
-        if length.isdigit() and int(length) > max_body:
-            return _plain(start_response, "413 Request Entity Too Large",
-                          f"request body over the limit of {max_body} bytes")
-        return app(environ, start_response)
+        stream = environ["wsgi.input"]
+        if length.isdigit():
+            if int(length) > max_body:
+                if drain:
+                    _discard(stream, int(length))
+                return _plain(start_response, "413 Request Entity Too Large", too_large,
+                              close=drain)
+            return app(environ, start_response)
+        environ["wsgi.input"] = _CountedInput(stream, max_body)
+        try:
+            return app(environ, start_response)
+        except BodyTooLarge:
+            if drain:
+                _discard(stream, -1)
+            # The rest of the body is unread: the connection cannot carry another request.
+            return _plain(lambda s, h: start_response(s, h, sys.exc_info()),
+                          "413 Request Entity Too Large", too_large, close=True)
 
     return limited
 
 
-def _plain(start_response: Callable[..., Any], status: str, text: str) -> list[bytes]:
+def _plain(start_response: Callable[..., Any], status: str, text: str,
+           close: bool = False) -> list[bytes]:
     # A length lets keep-alive clients (uWSGI's http11-socket) see where the answer ends.
     body = (text + "\n").encode()
-    start_response(status, [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    start_response(status, [("Content-Type", "text/plain"), ("Content-Length", str(len(body))),
+                            *([("Connection", "close")] if close else [])])
     return [body]
 
 
@@ -337,9 +404,17 @@ def _own_scheme(environ: dict[str, Any]) -> str:
     return "https" if environ.get("REQUEST_SCHEME") == "https" else "http"
 
 
+# Header limits, the same under every server: granian and gunicorn refuse more than 100
+# fields themselves, Apache too; uWSGI and nginx (to uWSGI) do not. A field may be as large
+# as the 64 KiB uWSGI has always been given for token headers.
+MAX_FIELDS = 100
+MAX_FIELD = 65536
+
+
 def server_quirks(app: WSGIApp, trusted_proxies: Sequence[str] = ()) -> WSGIApp:
     """Make every server present the same request to the app.
 
+    - More than MAX_FIELDS header fields, or one over MAX_FIELD bytes: 431.
     - Forwarded headers count only from `trusted_proxies` (addresses or CIDRs), judged by
       REMOTE_ADDR, which every server and front end sets from the connection: from anyone
       else they are removed. From a trusted proxy, the scheme it names sets
@@ -356,6 +431,11 @@ def server_quirks(app: WSGIApp, trusted_proxies: Sequence[str] = ()) -> WSGIApp:
     networks = _networks(trusted_proxies)
 
     def uniform(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        fields = [v for k, v in environ.items() if k.startswith("HTTP_")]
+        if len(fields) > MAX_FIELDS or any(len(str(v)) > MAX_FIELD for v in fields):
+            return _plain(start_response, "431 Request Header Fields Too Large",
+                          f"more than {MAX_FIELDS} header fields, or one over {MAX_FIELD} "
+                          "bytes", close=True)
         environ.setdefault("SCRIPT_NAME", "")
         environ.pop("HTTP_CONTENT_TYPE", None)
         environ.pop("HTTP_CONTENT_LENGTH", None)
@@ -409,8 +489,9 @@ def _close_unframed(app: WSGIApp, environ: dict[str, Any], start_response: Calla
     unframed = []
 
     def start(status: str, headers: list[tuple[str, str]], *exc: Any) -> Any:
-        if not any(k.lower() == "content-length" for k, _ in headers) or draining():
-            headers = [*headers, ("Connection", "close")]
+        closing = any(k.lower() == "connection" and v.lower() == "close" for k, v in headers)
+        if closing or draining() or not any(k.lower() == "content-length" for k, _ in headers):
+            headers = headers if closing else [*headers, ("Connection", "close")]
             unframed.append(True)
         return start_response(status, headers, *exc)
 

@@ -55,7 +55,7 @@ def render(plan: Plan) -> dict[str, str]:
         body += proxy(svc)
     files = {
         # mod_proxy_uwsgi (Debian 12's) passes the full path and no SCRIPT_NAME.
-        **entry_files(plan, mount=True),
+        **entry_files(plan, mount=True, limits="entry, drained"),
         **uwsgi.ini_files(plan, {s.name: listen(plan, s) for s in plan.services}),
         "conf/httpd.conf": apache.httpd_conf(plan, MODULES, body),
     }

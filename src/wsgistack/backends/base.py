@@ -72,12 +72,15 @@ class Backend(Protocol):
     def requirements(self, plan: Plan) -> list[Requirement]: ...
 
 
-def entry_files(plan: Plan, *, mount: bool) -> dict[str, str]:
+def entry_files(plan: Plan, *, mount: bool, limits: str = "entry") -> dict[str, str]:
     """Entry files for every service, relative to the state dir.
 
     `mount`: the server passes the full path and no SCRIPT_NAME, so the entry splits the
-    prefix itself. Every entry also enforces the body
-    limit on a declared length: not every server or front end does (Apache's proxy does not).
+    prefix itself. `limits`: who stops a body over `max_body`. "entry" where nothing else
+    does (granian, gunicorn, uWSGI alone); "front end" where it limits every body, chunked
+    included (nginx, Apache's own handlers); "entry, drained" behind a proxy that streams a
+    chunked body on unchecked (Apache's): the entry reads the rest before its 413, else the
+    proxy's send fails and the client gets a 502.
     """
     files = {}
     for svc in plan.services:
@@ -86,7 +89,9 @@ def entry_files(plan: Plan, *, mount: bool) -> dict[str, str]:
             app=cfg.app, name=cfg.name, env=svc.env, args=cfg.args,
             python_path=cfg.python_path, working_dir=svc.working_dir,
             mount=svc.prefix if mount else "",
-            max_body=cfg.max_body, trusted_proxies=plan.trusted_proxies,
+            max_body=0 if limits == "front end" else cfg.max_body,
+            drain_refused=limits == "entry, drained",
+            trusted_proxies=plan.trusted_proxies,
         )
         files[entry_file(svc)] = entry.render(spec)
     return files

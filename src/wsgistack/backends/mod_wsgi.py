@@ -69,7 +69,7 @@ def render(plan: Plan) -> dict[str, str]:
     for svc in reversed(apache.by_specificity(plan)):  # <Location>s merge: most specific last
         body += apache.location_limits(svc)
     conf = apache.httpd_conf(plan, [], body)
-    return {**entry_files(plan, mount=False), "conf/httpd.conf": conf}
+    return {**entry_files(plan, mount=False, limits="front end"), "conf/httpd.conf": conf}
 
 
 def command(plan: Plan) -> list[Proc]:

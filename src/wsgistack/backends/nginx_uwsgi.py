@@ -115,7 +115,7 @@ def nginx_conf(plan: Plan) -> str:
 def render(plan: Plan) -> dict[str, str]:
     listen = {s.name: uwsgi.socket_listen(plan, s) for s in plan.services}
     return {
-        **entry_files(plan, mount=True),
+        **entry_files(plan, mount=True, limits="front end"),
         **uwsgi.ini_files(plan, listen),
         "conf/uwsgi_params": UWSGI_PARAMS + forwarded_params(),
         "conf/nginx.conf": nginx_conf(plan),

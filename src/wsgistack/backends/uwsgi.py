@@ -56,7 +56,11 @@ def ini(plan: Plan, svc: ServicePlan, listen: list[str]) -> str:
         "exit-on-reload = false",
         "hook-master-start = unix_signal:15 gracefully_kill_them_all",
         "worker-reload-mercy = 10",
-        "buffer-size = 65535",
+        # Room for a header block past the entry's limits (MAX_FIELDS fields, MAX_FIELD bytes
+        # each), so that it is answered 431: over its buffer or its vars, uWSGI drops the
+        # request without a word, or waits on it.
+        "buffer-size = 131072",
+        "max-vars = 512",
         f"harakiri = {cfg.timeout}",
         f"socket-timeout = {cfg.timeout}",
         # No procname options: uWSGI writes its process titles over its environment, where
