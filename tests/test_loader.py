@@ -125,6 +125,27 @@ def test_limit_body():
     assert call(app, CONTENT_LENGTH="11")[0].startswith("413")
 
 
+@pytest.mark.parametrize("drain", [False, True])
+def test_limit_body_stops_a_chunked_body_as_it_is_read(drain):
+    import io
+
+    def reader(environ, start_response):
+        body = environ["wsgi.input"].read()
+        start_response("200 OK", [])
+        return [body]
+
+    app = limit_body(reader, 10, drain)
+    for size, expected in ((10, "200 OK"), (11, "413 Request Entity Too Large")):
+        stream = io.BytesIO(b"x" * size + (b"y" * 100_000 if size > 10 else b""))
+        seen: list[str] = []
+        body = b"".join(app({"wsgi.input": stream}, lambda s, h, *e: seen.append(s)))
+        assert seen == [expected]
+        assert (body == b"x" * 10) == (size == 10)
+        # Drained: the rest of the body is read before the answer (a streaming proxy is
+        # still sending it); not drained: what was left stays unread.
+        assert (stream.read() == b"") == (drain or size == 10)
+
+
 def test_loader_imports_only_the_standard_library():
     source = Path(sys.modules[load_app.__module__].__file__).read_text()
     assert "wsgistack" not in "".join(

@@ -89,9 +89,9 @@ def test_nginx_keeps_the_host_port(monkeypatch):
 def test_apache_uwsgi_proxies_uploads_over_http(monkeypatch):
     conf = rendered("control-plane", "apache+uwsgi", monkeypatch)["conf/httpd.conf"]
     assert ('    ProxyPass "unix:/srv/wsgistack/cp/run/identity.sock|uwsgi://identity/identity" '
-            "retry=0 acquire=1 timeout=60") in conf.splitlines()
+            "retry=0 acquire=1 timeout=62") in conf.splitlines()
     assert ('    ProxyPass "unix:/srv/wsgistack/cp/run/image.sock|http://image/image" '
-            "retry=0 acquire=1 timeout=300") in conf.splitlines()
+            "retry=0 acquire=1 timeout=302") in conf.splitlines()
 
 
 def test_render_command_writes_files(tmp_path):

@@ -36,6 +36,9 @@ class EntrySpec:
     max_body: int = 0  # 413 above this declared length, for servers with no limit of their own
     trusted_proxies: Sequence[str] = ()  # whose forwarded headers count (addresses, CIDRs)
     drain_refused: bool = False  # read a refused body to its end before the 413
+    timeout: float = 0  # a request past it has its stack logged (0: not watched)
+    end_on_timeout: bool = False  # ...and ends its process: the server has no timeout
+    check_headers: bool = False  # 431 over MAX_FIELDS fields or a field over MAX_FIELD
 
 
 def module_name(service: str) -> str:
@@ -57,6 +60,9 @@ WORKING_DIR = {working_dir!r}
 MOUNT = {mount!r}
 MAX_BODY = {max_body!r}
 DRAIN_REFUSED = {drain_refused!r}
+TIMEOUT = {timeout!r}
+END_ON_TIMEOUT = {end_on_timeout!r}
+CHECK_HEADERS = {check_headers!r}
 TRUSTED_PROXIES = {trusted_proxies!r}
 
 _lock = _threading.Lock()
@@ -75,8 +81,9 @@ def get_application(args=None):
             if os.environ.get("WSGISTACK_VALIDATE"):  # `wsgistack check`: PEP 3333 checks
                 from wsgiref.validate import validator
                 built = validator(built)
-            limited = limit_body(mount(built, MOUNT), MAX_BODY, DRAIN_REFUSED)
-            _app = server_quirks(limited, TRUSTED_PROXIES)
+            limited = watch_requests(limit_body(mount(built, MOUNT), MAX_BODY, DRAIN_REFUSED),
+                                     TIMEOUT, END_ON_TIMEOUT)
+            _app = server_quirks(limited, TRUSTED_PROXIES, CHECK_HEADERS)
     return _app
 
 
@@ -143,6 +150,7 @@ def render(spec: EntrySpec) -> str:
         app=spec.app, name=spec.name, env=dict(spec.env), args=list(spec.args),
         python_path=list(spec.python_path), working_dir=spec.working_dir, mount=spec.mount,
         max_body=spec.max_body, trusted_proxies=list(spec.trusted_proxies),
-        drain_refused=spec.drain_refused,
+        drain_refused=spec.drain_refused, timeout=spec.timeout,
+        end_on_timeout=spec.end_on_timeout, check_headers=spec.check_headers,
     )
     return header + _LOADER_BODY + runner

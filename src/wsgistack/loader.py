@@ -224,6 +224,155 @@ def mount(app: WSGIApp, prefix: str) -> WSGIApp:
 DRAIN_PIECES = 4096  # 256 MiB at most of a refused body read to its end
 
 
+class _Watchdog:
+    """Requests in flight in this process; one that runs past `timeout` has its thread's
+    Python stack written to the service's log, so that where it hangs is known; its client
+    is answered 504 where the server lets the entry reach the connection (uWSGI, gunicorn)
+    and the app has not begun its own answer; and, where the server has no request timeout
+    of its own (granian, gunicorn's gthread), the process then ends: its server replaces it,
+    and the worker is free again. Per request it costs a dict entry: nothing is formatted
+    until a request overruns."""
+
+    def __init__(self, timeout: float, end_process: bool) -> None:
+        import threading
+
+        self.timeout = timeout
+        self.end_process = end_process
+        # thread -> [started, environ, connection (uWSGI fd, gunicorn socket), begun]
+        self.inflight: dict[int, list[Any]] = {}
+        self.running = False  # this process's watchdog thread (workers fork after import)
+        self.lock = threading.Lock()
+        os.register_at_fork(after_in_child=self._forked)
+
+    def _forked(self) -> None:
+        self.running = False
+        self.inflight.clear()
+
+    def start(self) -> None:
+        import signal
+        import threading
+
+        with self.lock:
+            if not self.running:
+                self.running = True
+                # Born with every signal blocked: a signal for the process (uWSGI's SIGHUP
+                # to a worker) must reach the server's own thread, not this one, or the
+                # worker sleeps on in accept(), drops the next connection, and its reload
+                # waits out the mercy.
+                old = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+                try:
+                    threading.Thread(target=self._watch, name="wsgistack-watchdog",
+                                     daemon=True).start()
+                finally:
+                    signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+    def _watch(self) -> None:
+        import time
+
+        reported: set[tuple[int, float]] = set()
+        while True:
+            time.sleep(0.2)
+            now = time.monotonic()
+            for ident, (started, environ, conn, begun) in list(self.inflight.items()):
+                if now - started >= self.timeout and (ident, started) not in reported:
+                    reported.add((ident, started))
+                    self._overrun(ident, environ, conn, begun)
+
+    def _overrun(self, ident: int, environ: dict[str, Any], conn: Any, begun: bool) -> None:
+        import traceback
+
+        frame = sys._current_frames().get(ident)
+        stack = "".join(traceback.format_stack(frame)) if frame else "(gone)\n"
+        what = f"{environ.get('REQUEST_METHOD', '')} {environ.get('SCRIPT_NAME', '')}" \
+               f"{environ.get('PATH_INFO', '')}"
+        sys.stderr.write(f"wsgistack: request {what} still running after {self.timeout:g}s "
+                         f"(timeout); where it is:\n{stack}")
+        sys.stderr.flush()
+        if conn is not None and not begun:
+            with contextlib.suppress(OSError):
+                _answer(conn, TIMEOUT_ANSWER)
+        if self.end_process:
+            sys.stderr.write("wsgistack: ending this worker; the server starts another\n")
+            sys.stderr.flush()
+            os._exit(70)
+
+
+TIMEOUT_ANSWER = (b"HTTP/1.1 504 Gateway Timeout\r\nContent-Type: text/plain\r\n"
+                  b"Content-Length: 31\r\nConnection: close\r\n\r\n"
+                  b"the request ran past its limit\n")
+
+
+def _answer(conn: Any, data: bytes) -> None:
+    """Answer a stuck request's client directly, and end the connection: the worker is
+    stuck, so nobody else will."""
+    import socket
+
+    if isinstance(conn, int):  # uWSGI's fd, shared with uWSGI: a duplicate is closed
+        with socket.fromfd(conn, socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.sendall(data)
+            sock.shutdown(socket.SHUT_RDWR)
+    else:
+        conn.sendall(data)
+        conn.shutdown(socket.SHUT_RDWR)
+
+
+def watch_requests(app: WSGIApp, timeout: float, end_process: bool = False) -> WSGIApp:
+    """Report, answer (and with `end_process`, end) a request that runs past `timeout`
+    seconds; a request runs until its response is closed, as the servers count it."""
+    if timeout <= 0:
+        return app
+    import threading
+    import time
+
+    dog = _Watchdog(timeout, end_process)
+    inflight, ident_of, clock = dog.inflight, threading.get_ident, time.monotonic
+    uwsgi = None
+
+    def watched(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        nonlocal uwsgi
+        if not dog.running:
+            dog.start()
+        if uwsgi is None and "uwsgi.version" in environ:
+            import uwsgi as module  # only importable under uWSGI
+
+            uwsgi = module
+        conn = uwsgi.connection_fd() if uwsgi is not None else environ.get("gunicorn.socket")
+        ident = ident_of()
+        entry = inflight[ident] = [clock(), environ, conn, False]
+
+        def start(*args: Any) -> Any:
+            entry[3] = True
+            return start_response(*args)
+
+        try:
+            result = app(environ, start)
+        except BaseException:
+            inflight.pop(ident, None)
+            raise
+        return _ClosingResult(result, inflight, ident)
+
+    return watched
+
+
+class _ClosingResult:
+    """The app's result; its close() ends the request for the watchdog."""
+
+    def __init__(self, result: Any, inflight: dict[int, list[Any]], ident: int) -> None:
+        self._result = result
+        self._inflight = inflight
+        self._ident = ident
+
+    def __iter__(self) -> Any:
+        return iter(self._result)
+
+    def close(self) -> None:
+        try:
+            if hasattr(self._result, "close"):
+                self._result.close()
+        finally:
+            self._inflight.pop(self._ident, None)
+
+
 class BodyTooLarge(Exception):
     """A body of unknown length (chunked) went past the limit as the app read it."""
 
@@ -281,13 +430,15 @@ def limit_body(app: WSGIApp, max_body: int, drain: bool = False) -> WSGIApp:
 
     def limited(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         length = environ.get("CONTENT_LENGTH") or ""
-        stream = environ["wsgi.input"]
+        stream = environ.get("wsgi.input")
         if length.isdigit():
             if int(length) > max_body:
-                if drain:
+                if drain and stream is not None:
                     _discard(stream, int(length))
                 return _plain(start_response, "413 Request Entity Too Large", too_large,
                               close=drain)
+            return app(environ, start_response)
+        if stream is None:
             return app(environ, start_response)
         environ["wsgi.input"] = _CountedInput(stream, max_body)
         try:
@@ -358,6 +509,7 @@ FORWARDED_HEADERS = ("Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forw
                      "X-Forwarded-Scheme", "X-Forwarded-Protocol", "X-Url-Scheme",
                      "Front-End-Https")
 _FORWARDED_KEYS = tuple("HTTP_" + h.upper().replace("-", "_") for h in FORWARDED_HEADERS)
+_FORWARDED_SET = frozenset(_FORWARDED_KEYS)
 
 
 def _networks(trusted: Sequence[str]) -> list[Any]:
@@ -366,11 +518,11 @@ def _networks(trusted: Sequence[str]) -> list[Any]:
     return [ipaddress.ip_network(t, strict=False) for t in trusted]
 
 
-def _from_trusted(environ: dict[str, Any], networks: list[Any]) -> bool:
+def _trusted(remote: str, networks: list[Any]) -> bool:
     import ipaddress
 
     try:
-        addr: Any = ipaddress.ip_address(environ.get("REMOTE_ADDR", "").split("%")[0])
+        addr: Any = ipaddress.ip_address(remote.split("%")[0])
     except ValueError:
         return False
     addr = getattr(addr, "ipv4_mapped", None) or addr
@@ -404,17 +556,26 @@ def _own_scheme(environ: dict[str, Any]) -> str:
     return "https" if environ.get("REQUEST_SCHEME") == "https" else "http"
 
 
-# Header limits, the same under every server: granian and gunicorn refuse more than 100
-# fields themselves, Apache too; uWSGI and nginx (to uWSGI) do not. A field may be as large
-# as the 64 KiB uWSGI has always been given for token headers.
+# Header limits, the same under every server: gunicorn and Apache refuse more than 100
+# fields or a field over 8 KiB themselves; granian, uWSGI and nginx (to uWSGI) do not limit
+# one or the other, and the entry does. A field may be as large as the 64 KiB uWSGI has
+# always been given for token headers.
 MAX_FIELDS = 100
 MAX_FIELD = 65536
 
 
-def server_quirks(app: WSGIApp, trusted_proxies: Sequence[str] = ()) -> WSGIApp:
+def _too_many_or_too_large(environ: dict[str, Any]) -> bool:
+    fields = [v for k, v in environ.items() if k[:5] == "HTTP_"]
+    return len(fields) > MAX_FIELDS or any(len(v) > MAX_FIELD for v in fields
+                                           if isinstance(v, str))
+
+
+def server_quirks(app: WSGIApp, trusted_proxies: Sequence[str] = (),
+                  check_headers: bool = False) -> WSGIApp:
     """Make every server present the same request to the app.
 
-    - More than MAX_FIELDS header fields, or one over MAX_FIELD bytes: 431.
+    - With `check_headers` (where nothing before the app limits them), more than MAX_FIELDS
+      header fields, or one over MAX_FIELD bytes: 431.
     - Forwarded headers count only from `trusted_proxies` (addresses or CIDRs), judged by
       REMOTE_ADDR, which every server and front end sets from the connection: from anyone
       else they are removed. From a trusted proxy, the scheme it names sets
@@ -429,23 +590,30 @@ def server_quirks(app: WSGIApp, trusted_proxies: Sequence[str] = ()) -> WSGIApp:
     close_unframed = bool(os.environ.get("WSGISTACK_CLOSE_UNFRAMED"))
     draining = _drain_watch(os.environ.get("WSGISTACK_DRAIN_FILE", ""))
     networks = _networks(trusted_proxies)
+    trust: dict[str, bool] = {}  # by REMOTE_ADDR: asked once per address, not per request
 
     def uniform(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
-        fields = [v for k, v in environ.items() if k.startswith("HTTP_")]
-        if len(fields) > MAX_FIELDS or any(len(str(v)) > MAX_FIELD for v in fields):
+        if check_headers and _too_many_or_too_large(environ):
             return _plain(start_response, "431 Request Header Fields Too Large",
                           f"more than {MAX_FIELDS} header fields, or one over {MAX_FIELD} "
                           "bytes", close=True)
         environ.setdefault("SCRIPT_NAME", "")
         environ.pop("HTTP_CONTENT_TYPE", None)
         environ.pop("HTTP_CONTENT_LENGTH", None)
-        if networks and _from_trusted(environ, networks):
+        remote = environ.get("REMOTE_ADDR") or ""
+        trusted = trust.get(remote) if networks else False
+        if trusted is None:
+            if len(trust) > 4096:
+                trust.clear()
+            trusted = trust[remote] = _trusted(remote, networks)
+        if trusted:
             proto = _forwarded_scheme(environ)
             if proto in ("http", "https"):
                 environ["wsgi.url_scheme"] = proto
         else:
-            for key in _FORWARDED_KEYS:
-                environ.pop(key, None)
+            if not _FORWARDED_SET.isdisjoint(environ):
+                for key in _FORWARDED_KEYS:
+                    environ.pop(key, None)
             if "uwsgi.version" in environ:
                 environ["wsgi.url_scheme"] = _own_scheme(environ)
         chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()

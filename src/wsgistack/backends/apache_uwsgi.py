@@ -22,7 +22,7 @@ MODULES = ["proxy", "proxy_uwsgi", "proxy_http", "env", "rewrite"]
 
 def proxy(svc: ServicePlan) -> list[str]:
     path = svc.prefix or "/"
-    timeout = svc.config.timeout
+    timeout = svc.config.timeout + 2  # after the entry's 504 and harakiri: a fallback
     # Apache appends the rest of the path to the target: `/identity` maps to `/identity`
     # (no trailing slash on either side), the root to `/`.
     if svc.config.upload:

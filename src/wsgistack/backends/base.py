@@ -72,7 +72,8 @@ class Backend(Protocol):
     def requirements(self, plan: Plan) -> list[Requirement]: ...
 
 
-def entry_files(plan: Plan, *, mount: bool, limits: str = "entry") -> dict[str, str]:
+def entry_files(plan: Plan, *, mount: bool, limits: str = "entry", own_timeout: bool = True,
+                check_headers: bool = False) -> dict[str, str]:
     """Entry files for every service, relative to the state dir.
 
     `mount`: the server passes the full path and no SCRIPT_NAME, so the entry splits the
@@ -80,7 +81,10 @@ def entry_files(plan: Plan, *, mount: bool, limits: str = "entry") -> dict[str, 
     does (granian, gunicorn, uWSGI alone); "front end" where it limits every body, chunked
     included (nginx, Apache's own handlers); "entry, drained" behind a proxy that streams a
     chunked body on unchecked (Apache's): the entry reads the rest before its 413, else the
-    proxy's send fails and the client gets a 502.
+    proxy's send fails and the client gets a 502. `own_timeout`: the server ends a request
+    past `timeout` itself (uWSGI's harakiri, mod_wsgi's request-timeout, a second after the
+    entry logged the stack); without one, the entry ends the worker after logging.
+    `check_headers`: nothing before the app limits the number and size of header fields.
     """
     files = {}
     for svc in plan.services:
@@ -90,7 +94,8 @@ def entry_files(plan: Plan, *, mount: bool, limits: str = "entry") -> dict[str, 
             python_path=cfg.python_path, working_dir=svc.working_dir,
             mount=svc.prefix if mount else "",
             max_body=0 if limits == "front end" else cfg.max_body,
-            drain_refused=limits == "entry, drained",
+            drain_refused=limits == "entry, drained", timeout=cfg.timeout,
+            end_on_timeout=not own_timeout, check_headers=check_headers,
             trusted_proxies=plan.trusted_proxies,
         )
         files[entry_file(svc)] = entry.render(spec)

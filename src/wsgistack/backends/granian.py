@@ -26,7 +26,8 @@ DESCRIPTION = "granian per service, each on its own port (the embedded default)"
 
 
 def render(plan: Plan) -> dict[str, str]:
-    return entry_files(plan, mount=True)
+    # granian refuses more than 100 fields, but not a large one: the entry does.
+    return entry_files(plan, mount=True, own_timeout=False, check_headers=True)
 
 
 def argv(plan: Plan, svc: ServicePlan) -> tuple[str, ...]:

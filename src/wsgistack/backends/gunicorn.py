@@ -26,7 +26,9 @@ DESCRIPTION = "gunicorn (gthread) per service, each on its own port"
 
 
 def render(plan: Plan) -> dict[str, str]:
-    return entry_files(plan, mount=True)
+    # gthread's --timeout watches the worker's main loop, which a stuck request does not
+    # hold: it ends no request.
+    return entry_files(plan, mount=True, own_timeout=False)
 
 
 def argv(plan: Plan, svc: ServicePlan) -> tuple[str, ...]:

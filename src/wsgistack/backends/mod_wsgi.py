@@ -42,7 +42,7 @@ def daemon(plan: Plan, svc: ServicePlan) -> list[str]:
         f"processes={cfg.processes}", f"threads={cfg.threads}", *who, "umask=0027",
         "display-name=%{GROUP}",
         f"python-home={q(svc.python_home)}", f"home={q(svc.working_dir)}",
-        "lang=C.UTF-8", "locale=C.UTF-8", f"request-timeout={cfg.timeout}",
+        "lang=C.UTF-8", "locale=C.UTF-8", f"request-timeout={cfg.timeout + 1}",
         f"socket-timeout={cfg.timeout}", "header-buffer-size=65536",
         f"graceful-timeout={cfg.timeout}", f"eviction-timeout={cfg.timeout}",
     ]

@@ -75,12 +75,28 @@ def location(plan: Plan, svc: ServicePlan) -> list[str]:
             f"            client_max_body_size {cfg.max_body};"]
     body = [
         f"            include {q(plan.path('conf', 'uwsgi_params'))};",
-        f"            uwsgi_pass unix:{svc.socket};",
-        f"            uwsgi_read_timeout {cfg.timeout}s;",
+        f"            uwsgi_pass {upstream(svc)};",
+        f"            uwsgi_read_timeout {cfg.timeout + 2}s;",  # after the entry's 504
     ]
     if cfg.upload:
         body.append("            client_body_buffer_size 1m;")
     return [*head, *body, "        }"]
+
+
+def upstream(svc: ServicePlan) -> str:
+    return "wsgistack_" + svc.name.replace("-", "_")
+
+
+def upstreams(plan: Plan) -> list[str]:
+    """The socket twice, so that nginx retries on it: a uWSGI worker that is stopping for a
+    reload can accept a connection and exit before it reads the request (uWSGI's
+    gracefully_kill exits at once when no request is under way). nginx retries only what
+    it may (not a POST it has sent), and never marks the socket down for it."""
+    lines = []
+    for svc in plan.services:
+        server = f"        server unix:{svc.socket} max_fails=0;"
+        lines += [f"    upstream {upstream(svc)} {{", server, server, "    }"]
+    return lines
 
 
 def nginx_conf(plan: Plan) -> str:
@@ -102,6 +118,7 @@ def nginx_conf(plan: Plan) -> str:
         *(f"    {kind}_temp_path {q(os.path.join(tmp, kind))};"
           for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")),
         *trusted_maps(plan),
+        *upstreams(plan),
         "    server {",
         f"        listen {plan.host}:{plan.front_port} backlog=500;",
         "        server_name _;",
@@ -115,7 +132,8 @@ def nginx_conf(plan: Plan) -> str:
 def render(plan: Plan) -> dict[str, str]:
     listen = {s.name: uwsgi.socket_listen(plan, s) for s in plan.services}
     return {
-        **entry_files(plan, mount=True, limits="front end"),
+        # nginx limits a field's size (large_client_header_buffers), not their number.
+        **entry_files(plan, mount=True, limits="front end", check_headers=True),
         **uwsgi.ini_files(plan, listen),
         "conf/uwsgi_params": UWSGI_PARAMS + forwarded_params(),
         "conf/nginx.conf": nginx_conf(plan),

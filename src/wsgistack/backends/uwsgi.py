@@ -61,7 +61,11 @@ def ini(plan: Plan, svc: ServicePlan, listen: list[str]) -> str:
         # request without a word, or waits on it.
         "buffer-size = 131072",
         "max-vars = 512",
-        f"harakiri = {cfg.timeout}",
+        # A second after the entry answered 504 and logged where the request is stuck
+        # (harakiri first would close the connection without an answer: a 502 behind a
+        # front end).
+        f"harakiri = {cfg.timeout + 1}",
+        "harakiri-verbose = true",
         f"socket-timeout = {cfg.timeout}",
         # No procname options: uWSGI writes its process titles over its environment, where
         # the stack's marker lives (lifecycle/processes.py).
@@ -144,7 +148,8 @@ def render(plan: Plan) -> dict[str, str]:
                  f"chunked-input-limit = {CHUNKED_INPUT_LIMIT}"]
         for s in plan.services
     }
-    return {**entry_files(plan, mount=True), **ini_files(plan, listen)}
+    # uWSGI limits neither the number nor the size of header fields: the entry does (431).
+    return {**entry_files(plan, mount=True, check_headers=True), **ini_files(plan, listen)}
 
 
 def drain_file(svc: ServicePlan) -> str:
