@@ -138,7 +138,7 @@ def test_limit_body_stops_a_chunked_body_as_it_is_read(drain):
     for size, expected in ((10, "200 OK"), (11, "413 Request Entity Too Large")):
         stream = io.BytesIO(b"x" * size + (b"y" * 100_000 if size > 10 else b""))
         seen: list[str] = []
-        body = b"".join(app({"wsgi.input": stream}, lambda s, h, *e: seen.append(s)))
+        body = b"".join(app({"wsgi.input": stream}, lambda s, h, *e, seen=seen: seen.append(s)))
         assert seen == [expected]
         assert (body == b"x" * 10) == (size == 10)
         # Drained: the rest of the body is read before the answer (a streaming proxy is
