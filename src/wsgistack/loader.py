@@ -349,18 +349,18 @@ def watch_requests(app: WSGIApp, timeout: float, end_process: bool = False) -> W
         except BaseException:
             inflight.pop(ident, None)
             raise
-        return _ClosingResult(result, inflight, ident)
+        return _AfterClose(result, lambda: inflight.pop(ident, None))
 
     return watched
 
 
-class _ClosingResult:
-    """The app's result; its close() ends the request for the watchdog."""
+class _AfterClose:
+    """The app's result, with something done once the server has closed it (the request's
+    end, as servers count it)."""
 
-    def __init__(self, result: Any, inflight: dict[int, list[Any]], ident: int) -> None:
+    def __init__(self, result: Any, then: Callable[[], object]) -> None:
         self._result = result
-        self._inflight = inflight
-        self._ident = ident
+        self._then = then
 
     def __iter__(self) -> Any:
         return iter(self._result)
@@ -370,7 +370,7 @@ class _ClosingResult:
             if hasattr(self._result, "close"):
                 self._result.close()
         finally:
-            self._inflight.pop(self._ident, None)
+            self._then()
 
 
 class BodyTooLarge(Exception):
@@ -664,24 +664,11 @@ def _close_unframed(app: WSGIApp, environ: dict[str, Any], start_response: Calla
         return start_response(status, headers, *exc)
 
     # Wrapped whatever the headers: a generator app calls start_response only once iterated.
-    return _ShutdownAfter(app(environ, start), unframed)
+    def shutdown() -> None:
+        if unframed:
+            _shutdown_uwsgi_connection()
 
-
-class _ShutdownAfter:
-    def __init__(self, result: Any, unframed: list[bool]) -> None:
-        self._result = result
-        self._unframed = unframed
-
-    def __iter__(self) -> Any:
-        return iter(self._result)
-
-    def close(self) -> None:
-        try:
-            if hasattr(self._result, "close"):
-                self._result.close()
-        finally:
-            if self._unframed:
-                _shutdown_uwsgi_connection()
+    return _AfterClose(app(environ, start), shutdown)
 
 
 def _shutdown_uwsgi_connection() -> None:

@@ -269,69 +269,88 @@ def _env(manifest: Manifest, svc: ServiceConfig, variables: Variables
     return env, hidden
 
 
+@dataclass(frozen=True)
+class _Stack:
+    """What every service's plan is decided against."""
+
+    host: Host
+    state: str
+    public: str  # host in public URLs
+    connect: str  # host the health checks connect to
+    front_port: int
+    front_url: str
+    server_packages: tuple[str, ...]
+
+
+def _service(manifest: Manifest, svc: ServiceConfig, port: int, where: _Stack,
+             warnings: list[str]) -> ServicePlan:
+    """One service's plan: interpreter, user, variables, env and secrets, URLs, paths."""
+    host, state = where.host, where.state
+    listen = where.front_port or port
+    venv = (own_venv(manifest, svc, where.server_packages, state)
+            if svc.requirements and not svc.venv else None)
+    python, home = interpreter(svc, manifest.root, venv[0] if venv else "")
+    who = identity(host, svc.user or manifest.stack.user, svc.group or manifest.stack.group,
+                   manifest.path, f"services.{svc.name}" if svc.user or svc.group else "stack")
+    if who.root and host.root:
+        warnings.append(f"service '{svc.name}' runs as root ({manifest.path}: user = "
+                        "\"root\"): a flaw in the app is a flaw in the whole machine")
+    variables = Variables({
+        "name": svc.name, "state": state,
+        "data": os.path.join(state, "data", svc.name), "manifest_dir": str(manifest.root),
+        "url": f"http://{where.public}:{listen}{svc.prefix}", "front_url": where.front_url,
+        "prefix": svc.prefix, "user": who.user, "group": who.group, "venv": home,
+        "python": python,
+    }, str(manifest.root))
+    env, hidden = _env(manifest, svc, variables)
+    provision = _provision(manifest, svc, variables, venv)
+    warnings += [w for w in variables.warnings if w not in warnings]
+    base = host.base_env(who.home)
+    base.update({k: host.environ[k] for k in svc.pass_env if k in host.environ})
+    return ServicePlan(
+        config=svc,
+        port=port,
+        socket=os.path.join(state, "run", f"{svc.name}.sock") if where.front_port else "",
+        entry=os.path.join(state, "entries", svc.name, module_name(svc.name) + ".py"),
+        python=python,
+        python_home=home,
+        env=env,
+        public_url=f"{variables['url']}/",
+        health_url=f"http://{where.connect}:{listen}{svc.prefix}{svc.health_path}",
+        working_dir=str((manifest.root / svc.working_dir).absolute()),
+        run_dir=os.path.join(state, "run", svc.name),
+        identity=who,
+        base_env=base,
+        secrets=frozenset(hidden | variables.secrets),
+        provision=provision,
+    )
+
+
 def build(manifest: Manifest, backend: str, state: Path | None = None,
           host: Host | None = None) -> Plan:
     """Decide ports, sockets, paths, users and URLs for `manifest` deployed with `backend`."""
     from wsgistack.backends import get
 
-    host = host or Host.read()
-    front_end = get(backend).FRONT_END
-    server_packages = get(backend).SERVICE_PACKAGES
     stack = manifest.stack
-    state_dir = str((state or manifest.state_path).absolute())
+    front_end = get(backend).FRONT_END
     public = _url_host(stack.public_host or _connect_host(stack.host))
-    connect = _url_host(_connect_host(stack.host))
-    front_port = stack.base_port if front_end else 0
-    front_url = f"http://{public}:{stack.base_port}"  # the front end, or the first service
+    where = _Stack(
+        host=host or Host.read(), state=str((state or manifest.state_path).absolute()),
+        public=public, connect=_url_host(_connect_host(stack.host)),
+        front_port=stack.base_port if front_end else 0,
+        front_url=f"http://{public}:{stack.base_port}",  # the front end, or the first service
+        server_packages=get(backend).SERVICE_PACKAGES)
     ports = [0] * len(manifest.services) if front_end else _ports(manifest, stack.base_port)
-    services = []
     warnings: list[str] = []
-    for svc, port in zip(manifest.services, ports, strict=False):
-        listen = front_port or port
-        venv = (own_venv(manifest, svc, server_packages, state_dir)
-                if svc.requirements and not svc.venv else None)
-        python, home = interpreter(svc, manifest.root, venv[0] if venv else "")
-        who = identity(host, svc.user or stack.user, svc.group or stack.group, manifest.path,
-                       f"services.{svc.name}" if svc.user or svc.group else "stack")
-        if who.root and host.root:
-            warnings.append(f"service '{svc.name}' runs as root ({manifest.path}: user = "
-                            "\"root\"): a flaw in the app is a flaw in the whole machine")
-        variables = Variables({
-            "name": svc.name, "state": state_dir,
-            "data": os.path.join(state_dir, "data", svc.name), "manifest_dir": str(manifest.root),
-            "url": f"http://{public}:{listen}{svc.prefix}", "front_url": front_url,
-            "prefix": svc.prefix, "user": who.user, "group": who.group, "venv": home,
-            "python": python,
-        }, str(manifest.root))
-        env, hidden = _env(manifest, svc, variables)
-        provision = _provision(manifest, svc, variables, venv)
-        warnings += [w for w in variables.warnings if w not in warnings]
-        base = host.base_env(who.home)
-        base.update({k: host.environ[k] for k in svc.pass_env if k in host.environ})
-        services.append(ServicePlan(
-            config=svc,
-            port=port,
-            socket=os.path.join(state_dir, "run", f"{svc.name}.sock") if front_end else "",
-            entry=os.path.join(state_dir, "entries", svc.name, module_name(svc.name) + ".py"),
-            python=python,
-            python_home=home,
-            env=env,
-            public_url=f"{variables['url']}/",
-            health_url=f"http://{connect}:{listen}{svc.prefix}{svc.health_path}",
-            working_dir=str((manifest.root / svc.working_dir).absolute()),
-            run_dir=os.path.join(state_dir, "run", svc.name),
-            identity=who,
-            base_env=base,
-            secrets=frozenset(hidden | variables.secrets),
-            provision=provision,
-        ))
+    services = [_service(manifest, svc, port, where, warnings)
+                for svc, port in zip(manifest.services, ports, strict=True)]
     catalog = _catalog(stack.name, backend, services)
     services = [dataclasses.replace(s, env={**s.env, CATALOG_ENV: catalog}) for s in services]
     return Plan(
         name=stack.name, source=manifest.path, backend=backend, host=stack.host,
-        state=state_dir, front_port=front_port, base_port=stack.base_port,
+        state=where.state, front_port=where.front_port, base_port=stack.base_port,
         start_timeout=stack.start_timeout,
-        services=tuple(services), host_info=host,
+        services=tuple(services), host_info=where.host,
         trusted_proxies=tuple(str(ipaddress.ip_network(p, strict=False))
                               for p in stack.trusted_proxies),
         warnings=tuple(warnings),
