@@ -3,8 +3,10 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import pwd
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -14,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from wsgistack import cli
+from wsgistack.host import DEFAULT_USER
 from wsgistack.lifecycle import preflight, processes
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -43,6 +46,24 @@ def run_cli(*argv: str, cwd: Path | None = None) -> Result:
     finally:
         os.chdir(old)
     return Result(code, out.getvalue(), err.getvalue())
+
+
+def _user_exists(name: str) -> bool:
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return False
+    return True
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _restore_system_users() -> Iterator[None]:
+    """Started as root, `up` creates the default app user when it is missing: a user the
+    tests made, they remove again (userdel removes its group too)."""
+    existed = _user_exists(DEFAULT_USER)
+    yield
+    if os.geteuid() == 0 and not existed and _user_exists(DEFAULT_USER):
+        subprocess.run(["userdel", DEFAULT_USER], capture_output=True, check=False)
 
 
 @pytest.fixture
