@@ -112,7 +112,7 @@ def write_rendered(plan: Plan, files: dict[str, str]) -> set[str]:
             changed.add(rel)
         svc = owners.get(rel)
         if svc is not None:
-            make_file(plan, plan.path(rel), GROUP_FILE, group=svc.group, text=text)
+            group_readable(plan, svc, plan.path(rel), text)
         else:
             make_file(plan, plan.path(rel), PRIVATE_FILE, text=text)
     return changed

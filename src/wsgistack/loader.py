@@ -508,7 +508,13 @@ FORWARDED_HEADERS = ("Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forw
                      "X-Forwarded-Proto", "X-Forwarded-Prefix", "X-Forwarded-Ssl",
                      "X-Forwarded-Scheme", "X-Forwarded-Protocol", "X-Url-Scheme",
                      "Front-End-Https")
-_FORWARDED_KEYS = tuple("HTTP_" + h.upper().replace("-", "_") for h in FORWARDED_HEADERS)
+def environ_key(header: str) -> str:
+    """The WSGI environ key a request header arrives under (`X-Forwarded-For`:
+    `HTTP_X_FORWARDED_FOR`)."""
+    return "HTTP_" + header.upper().replace("-", "_")
+
+
+_FORWARDED_KEYS = tuple(map(environ_key, FORWARDED_HEADERS))
 _FORWARDED_SET = frozenset(_FORWARDED_KEYS)
 
 
@@ -629,11 +635,17 @@ def server_quirks(app: WSGIApp, trusted_proxies: Sequence[str] = (),
     return uniform
 
 
+DRAIN_CHECK = 0.1  # seconds; wsgistack's drain before a reload lasts 1 s (runtime.py)
+
+
 def _drain_watch(path: str) -> Callable[[], bool]:
     """Whether a reload is coming for this worker: `wsgistack reload` rewrites the drain file
     (uWSGI's http11-socket) a moment before it signals. The worker then ends each connection
     after its answer, saying so, rather than let a client send on a keep-alive connection
-    that the worker is about to close."""
+    that the worker is about to close. The file is read at most every DRAIN_CHECK seconds,
+    not per response: the drain lasts a second; once seen, it lasts for the worker."""
+    import time
+
     def generation() -> str:
         try:
             with open(path, encoding="ascii") as fh:
@@ -644,7 +656,15 @@ def _drain_watch(path: str) -> Callable[[], bool]:
     if not path:
         return lambda: False
     loaded = generation()
-    return lambda: generation() != loaded
+    seen = {"next": 0.0, "draining": False}
+
+    def draining() -> bool:
+        if not seen["draining"] and time.monotonic() >= seen["next"]:
+            seen["next"] = time.monotonic() + DRAIN_CHECK
+            seen["draining"] = generation() != loaded
+        return bool(seen["draining"])
+
+    return draining
 
 
 def _close_unframed(app: WSGIApp, environ: dict[str, Any], start_response: Callable[..., Any],

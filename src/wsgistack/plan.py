@@ -142,6 +142,11 @@ class Plan:
     def secrets(self) -> frozenset[str]:
         return frozenset().union(*(s.secrets for s in self.services))
 
+    def runs_as(self, svc: ServicePlan) -> tuple[str, str]:
+        """(user, group) a process of `svc` is switched to: ("", "") when not started as
+        root, where everything runs as whoever started it."""
+        return (svc.user, svc.group) if self.root else ("", "")
+
     def path(self, *parts: str) -> str:
         return os.path.join(self.state, *parts)
 

@@ -22,14 +22,14 @@ from typing import Any
 from wsgistack import access, secrets
 from wsgistack.errors import ManifestError, ServerError
 from wsgistack.lifecycle.health import log_tail
-from wsgistack.lifecycle.processes import MARKER, UMASK, as_user
+from wsgistack.lifecycle.processes import as_service
 from wsgistack.plan import Plan, ServicePlan, substitute
 
 DONE = ".wsgistack-installed"
 
 
-def _run_logged(argv: list[str] | tuple[str, ...], log: Path, env: dict[str, str] | None = None,
-                cwd: str | None = None, hidden: Iterable[str] = (), **popen: Any) -> int:
+def _run_logged(argv: list[str] | tuple[str, ...], log: Path, hidden: Iterable[str] = (),
+                **popen: Any) -> int:
     """Run `argv` with its output appended to `log`; its command line is logged with the
     secret values in it masked."""
     # A log made here is root's alone (a setup log was made group-readable beforehand).
@@ -37,7 +37,7 @@ def _run_logged(argv: list[str] | tuple[str, ...], log: Path, env: dict[str, str
         out.write(f"$ {secrets.redact(shlex.join(argv), hidden)}\n".encode())
         out.flush()
         try:
-            return subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd,
+            return subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT,
                                   stdin=subprocess.DEVNULL, check=False, **popen).returncode
         except OSError as exc:
             out.write(f"{exc}\n".encode())
@@ -122,14 +122,12 @@ def run_setup(plan: Plan, progress: Callable[[str], None]) -> None:
         if prov.setup and not (done.exists() and done.read_text() == record):
             log = Path(plan.path("logs", f"{svc.name}-setup.log"))
             access.group_readable(plan, svc, str(log))
-            env = {**svc.base_env, **svc.env, MARKER: plan.state, "VIRTUAL_ENV": svc.python_home,
-                   "PATH": os.path.join(svc.python_home, "bin") + os.pathsep
-                   + svc.base_env["PATH"]}
+            how = as_service(plan, svc, VIRTUAL_ENV=svc.python_home,
+                             PATH=os.path.join(svc.python_home, "bin") + os.pathsep
+                             + svc.base_env["PATH"])
             progress(f"{svc.name}: running {len(prov.setup)} setup command(s)")
             for argv in prov.setup:
-                code = _run_logged(argv, log, env=env, cwd=svc.working_dir, hidden=svc.secrets,
-                                   umask=UMASK, **as_user(svc.user if plan.root else "",
-                                                          svc.group))
+                code = _run_logged(argv, log, hidden=svc.secrets, **how)
                 if code != 0:
                     raise ServerError(
                         f"service '{svc.name}': setup command `{shlex.join(argv)}` failed "

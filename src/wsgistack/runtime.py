@@ -36,10 +36,10 @@ def _ready(plan: Plan, progress: Callable[[str], None]) -> None:
     provision.prepare(plan, progress)  # before the requirement checks look into the venvs
 
 
-def _write(plan: Plan, progress: Callable[[str], None]) -> set[str]:
+def _write(plan: Plan, files: dict[str, str], progress: Callable[[str], None]) -> set[str]:
     """Everything the servers read, written and checked before they start (or reload).
     Returns the rendered files whose text changed."""
-    changed = access.write_rendered(plan, render(plan))
+    changed = access.write_rendered(plan, files)
     preflight.check_requirements(plan)  # after writing: some ask whether files are readable
     provision.render_templates(plan)
     provision.run_setup(plan, progress)
@@ -67,7 +67,7 @@ def up(plan: Plan, progress: Callable[[str], None]) -> list[Running]:
         processes.clear_pid_files(plan.state)
         preflight.check_ports(plan)
         _ready(plan, progress)
-        _write(plan, progress)
+        _write(plan, render(plan), progress)
         running: list[Running] = []
         try:
             for proc in get(plan.backend).command(plan):
@@ -80,10 +80,9 @@ def up(plan: Plan, progress: Callable[[str], None]) -> list[Running]:
     return running
 
 
-def _try_apps(plan: Plan) -> None:
+def _try_apps(plan: Plan, files: dict[str, str]) -> None:
     """Load each service's app, from its new entry, in a throwaway process as its user:
     a reload whose app fails to import must leave the running stack as it was."""
-    files = render(plan)
     for svc in plan.services:
         trial = plan.path("preflight", svc.name, os.path.basename(svc.entry))
         access.make_dir(plan, os.path.dirname(trial), access.GROUP_DIR, group=svc.group)
@@ -114,8 +113,9 @@ def reload(plan: Plan, progress: Callable[[str], None]) -> list[Running]:
             raise ServerError(f"{plan.source}: services, prefixes or ports changed since "
                               "`up`; a reload keeps them: run `wsgistack down` then `up`")
         _ready(plan, progress)
-        _try_apps(plan)
-        changed = _write(plan, progress)
+        files = render(plan)
+        _try_apps(plan, files)
+        changed = _write(plan, files, progress)
         return _signal_reload(plan, state, changed, progress)
 
 

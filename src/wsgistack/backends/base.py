@@ -134,9 +134,9 @@ def app_proc(plan: Plan, svc: ServicePlan, argv: tuple[str, ...]) -> Proc:
     clean base environment. The entry sets the app's `env` when it loads the app: a key
     removed from the manifest is then gone after a reload, where a server's own
     environment would hand it on to every new worker."""
+    user, group = plan.runs_as(svc)
     return Proc(name=svc.name, argv=argv, log=log_path(plan, svc.name), cwd=svc.working_dir,
-                env=svc.base_env, user=svc.user if plan.root else "",
-                group=svc.group if plan.root else "")
+                env=svc.base_env, user=user, group=group)
 
 
 def front_env(plan: Plan) -> dict[str, str]:

@@ -22,7 +22,7 @@ from wsgistack.backends.base import (
     readable,
 )
 from wsgistack.backends.quoting import nginx as q
-from wsgistack.loader import FORWARDED_HEADERS
+from wsgistack.loader import FORWARDED_HEADERS, environ_key
 from wsgistack.plan import Plan, ServicePlan
 
 ID = "nginx+uwsgi"
@@ -56,7 +56,7 @@ def _var(header: str) -> str:
 def forwarded_params() -> str:
     """A client's forwarded headers reach uWSGI only from a trusted proxy: a param named
     like a header replaces the client's header, and an empty one is left out."""
-    return "".join(f"uwsgi_param HTTP_{h.upper().replace('-', '_')} {_var(h)} if_not_empty;\n"
+    return "".join(f"uwsgi_param {environ_key(h)} {_var(h)} if_not_empty;\n"
                    for h in FORWARDED_HEADERS)
 
 

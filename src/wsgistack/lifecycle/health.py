@@ -10,7 +10,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from wsgistack.errors import ServerError
-from wsgistack.lifecycle.processes import MARKER, UMASK, Running, as_user, reap
+from wsgistack.lifecycle.processes import Running, as_service, reap
 from wsgistack.plan import Plan, ServicePlan
 
 # How long the loader may take to tell why a service failed, after start_timeout ran out:
@@ -49,9 +49,7 @@ def diagnose(plan: Plan, svc: ServicePlan, timeout: float = 120.0, entry: str = 
     try:
         out = subprocess.run(
             [svc.python, entry or svc.entry, "--check"], capture_output=True, text=True,
-            timeout=timeout, cwd=svc.working_dir, check=False, umask=UMASK,
-            env={**svc.base_env, **svc.env, MARKER: plan.state},
-            **as_user(svc.user if plan.root else "", svc.group),
+            timeout=timeout, check=False, **as_service(plan, svc),
         )
     except subprocess.TimeoutExpired:
         return f"loading it did not finish in {timeout:g}s (it hangs at import?)"

@@ -30,7 +30,7 @@ from typing import Any, BinaryIO
 from wsgistack import access
 from wsgistack.backends.base import Proc
 from wsgistack.errors import ServerError
-from wsgistack.plan import Plan
+from wsgistack.plan import Plan, ServicePlan
 
 STATE_FILE = "state.json"
 LOCK_FILE = "lock"
@@ -291,6 +291,15 @@ def as_user(user: str, group: str) -> dict[str, Any]:
         return {}
     gid = grp.getgrnam(group).gr_gid
     return {"user": user, "group": group, "extra_groups": os.getgrouplist(user, gid)}
+
+
+def as_service(plan: Plan, svc: ServicePlan, **env: str) -> dict[str, Any]:
+    """Popen arguments for a one-off command of a service (a setup command, a trial load of
+    its app): as its user, in its working dir, with its environment (and `env`) and the
+    stack's marker."""
+    return {"cwd": svc.working_dir, "umask": UMASK,
+            "env": {**svc.base_env, **svc.env, **env, MARKER: plan.state},
+            **as_user(*plan.runs_as(svc))}
 
 
 def start(plan: Plan, proc: Proc) -> Running:
