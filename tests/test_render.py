@@ -95,6 +95,7 @@ def test_apache_uwsgi_proxies_uploads_over_http(monkeypatch):
 
 
 def test_render_command_writes_files(tmp_path):
+    """Also before any `up` made the default user (run alone as root, this file found it)."""
     out = tmp_path / "out"
     res = run_cli("-f", str(HERE / "cases" / "control-plane.toml"), "render", "--backend",
                   "mod_wsgi", "-o", str(out))
@@ -104,3 +105,21 @@ def test_render_command_writes_files(tmp_path):
     # Entries hold env values: readable by the service's group, by no other user.
     assert (out / "entries" / "identity" / "wsgistack_entry_identity.py").stat().st_mode & 0o777 \
         == 0o640
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="files change owner only as root")
+def test_files_for_a_user_not_made_yet_stay_roots(tmp_path):
+    import dataclasses
+
+    from wsgistack import access
+    from wsgistack.host import Identity
+
+    m = manifest.load(HERE / "cases" / "control-plane.toml")
+    p = plan.build(m, "granian", state=tmp_path / "state", host=ROOT)
+    ghost = Identity("wsgistack-not-made-x", "wsgistack-not-made-x", "/nonexistent", True)
+    p = dataclasses.replace(p, services=tuple(dataclasses.replace(s, identity=ghost)
+                                              for s in p.services))
+    access.write_rendered(p, runtime.render(p))
+    entry = Path(p.services[0].entry)
+    assert entry.stat().st_uid == 0 and entry.stat().st_gid == 0
+    assert entry.stat().st_mode & 0o777 == 0o640

@@ -30,11 +30,19 @@ SHARED_DIRS = ("entries", "conf", "logs", "data", "venvs", "tmp", "check", "serv
 
 
 def _ids(plan: Plan, user: str, group: str) -> tuple[int, int]:
-    """(uid, gid) to chown to; -1 leaves it as it is (not root, or not named)."""
+    """(uid, gid) to chown to; -1 leaves it as it is: not root, not named, or not made yet
+    (`render` before the first `up` creates the default user: the file stays root's, which
+    its mode already keeps from everyone else)."""
     if not plan.root:
         return -1, -1
-    uid = pwd.getpwnam(user).pw_uid if user else -1
-    gid = grp.getgrnam(group).gr_gid if group else -1
+    try:
+        uid = pwd.getpwnam(user).pw_uid if user else -1
+    except KeyError:
+        uid = -1
+    try:
+        gid = grp.getgrnam(group).gr_gid if group else -1
+    except KeyError:
+        gid = -1
     return uid, gid
 
 
