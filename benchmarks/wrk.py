@@ -22,6 +22,7 @@ class Result:
     latency_ms: float  # mean
     errors: int  # socket errors and non-2xx/3xx answers
     requests: int = 0  # answered in all
+    detail: str = ""  # wrk's own lines on what failed, if anything did
 
 
 def run(url: str, duration: float, connections: int, threads: int = 2,
@@ -50,5 +51,6 @@ def parse(out: str) -> Result:
     total = re.search(r"(\d+) requests in", out)
     if not rps or not lat or not total:
         raise RuntimeError(f"cannot read wrk's output:\n{out}")
+    detail = "; ".join(re.findall(r"(?:Socket errors|Non-2xx or 3xx responses):[^\n]*", out))
     return Result(float(rps.group(1)), float(lat.group(1)) * _UNITS[lat.group(2)], errors,
-                  int(total.group(1)))
+                  int(total.group(1)), detail)

@@ -48,8 +48,30 @@ def test_entry_for_a_script_target_checks(tmp_path):
     assert done.stdout.startswith(f"ok: {FIXTURES / 'script.wsgi'} loads")
 
 
+def test_an_entry_that_cannot_load_its_app_is_not_written(tmp_path):
+    out = tmp_path / "myapi.py"
+    res = run_cli("entry", "broken:application", "--python-path", str(FIXTURES), "-o", str(out))
+    assert res.code != 0 and not out.exists()
+    assert res.err.strip() == (
+        f"wsgistack: error: {out}: not written: cannot load app 'broken:application': "
+        "ModuleNotFoundError: No module named 'no_such_dependency_xyz'; fix the spec, or pass "
+        "--no-check if the app loads only in another interpreter")
+
+
+def test_django_spec_names_the_module(tmp_path):
+    (tmp_path / "site1").mkdir()
+    (tmp_path / "site1" / "__init__.py").write_text("")
+    (tmp_path / "site1" / "wsgi.py").write_text(
+        "def application(environ, start_response):\n    start_response('200 OK', [])\n"
+        "    return [b'site1']\n")
+    out = write_entry(tmp_path, "site1.wsgi:application", "--python-path", str(tmp_path))
+    done = subprocess.run([sys.executable, str(out), "--check"], capture_output=True, text=True)
+    assert done.stdout.startswith("ok: site1.wsgi:application loads"), done.stderr
+
+
 def test_entry_check_reports_import_error_in_one_line(tmp_path):
-    out = write_entry(tmp_path, "broken:application", "--python-path", str(FIXTURES))
+    out = write_entry(tmp_path, "broken:application", "--python-path", str(FIXTURES),
+                      "--no-check")
     done = subprocess.run([sys.executable, str(out), "--check"], capture_output=True, text=True)
     assert done.returncode == 1
     assert done.stderr == ("error: cannot load app 'broken:application': ModuleNotFoundError: "

@@ -192,3 +192,32 @@ def test_no_trusted_proxy_means_nobody_and_uwsgi_scheme_is_reset():
     assert seen["wsgi.url_scheme"] == "http"
     seen = _seen([], "127.0.0.1", {}, HTTPS="on", **{"uwsgi.version": "2.0"})
     assert seen["wsgi.url_scheme"] == "https"
+
+
+def test_a_body_with_a_length_is_not_also_chunked():
+    # nginx de-chunks a body, passes its length and the client's Transfer-Encoding too.
+    seen = _seen([], "127.0.0.1", {"Transfer-Encoding": "chunked"}, CONTENT_LENGTH="5")
+    assert seen["CONTENT_LENGTH"] == "5" and "HTTP_TRANSFER_ENCODING" not in seen
+    seen = _seen([], "127.0.0.1", {"Transfer-Encoding": "chunked"})
+    assert seen["HTTP_TRANSFER_ENCODING"] == "chunked"
+
+
+@pytest.mark.usefixtures("clean_sampleapp")
+def test_django_style_module_named_wsgi_and_a_script_file_by_that_name(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    (tmp_path / "site1").mkdir()
+    (tmp_path / "site1" / "__init__.py").write_text("")
+    (tmp_path / "site1" / "wsgi.py").write_text(
+        "def application(environ, start_response):\n"
+        "    start_response('200 OK', [])\n    return [b'django-ish']\n")
+    (tmp_path / "here.wsgi").write_text(
+        "def application(environ, start_response):\n"
+        "    start_response('200 OK', [])\n    return [b'script']\n")
+    assert parse_spec("site1.wsgi:application").kind == "module"
+    assert call(load_app("site1.wsgi:application", working_dir=str(tmp_path)))[1] == \
+        b"django-ish"
+    # A file by that name in the working dir is the script.
+    assert call(load_app("here.wsgi", working_dir=str(tmp_path)))[1] == b"script"
+    with pytest.raises(SpecError, match=r"^app spec 'gone\.wsgi': 'gone\.wsgi' is neither a "
+                       rf"file in {tmp_path} nor an importable module \(No module named "):
+        load_app("gone.wsgi", working_dir=str(tmp_path))

@@ -183,7 +183,11 @@ def test_reload_never_makes_things_worse(stack, up_stack, backend):
     assert res.code == 0, res.err
     after = seen(port)
     assert "DROP" not in after["environ"] and after["environ"]["KEEP"] == "kept"
-    assert stack.pids() == leaders
+    now = stack.pids()
+    if backend in ("apache+uwsgi", "nginx+uwsgi"):  # a new uWSGI swapped in on the socket
+        assert now[1:] == leaders[1:] and now[0] != leaders[0] and not alive(leaders[0])
+    else:
+        assert now == leaders
 
 
 @pytest.mark.parametrize("backend", ["apache+uwsgi", "nginx+uwsgi"])
@@ -279,6 +283,31 @@ def test_read_only_state_dir_is_one_line(stack):
         os.system(f"umount {ro}")
 
 
+@pytest.mark.parametrize("backend", sorted(BACKENDS))
+def test_paths_with_spaces_and_non_ascii_work(tmp_path, backend):
+    """The stack, its state dir, the app's dir and the entry all live under such paths:
+    every server config quotes them."""
+    where = Stack(tmp_path / "my stack, été")
+    apps = where.root / "app dir ü"
+    apps.mkdir(parents=True)
+    for d in (where.root, apps):
+        d.chmod(0o755)
+    shutil.copy(FIXTURES / "whoami.py", apps)
+    port = free_port(1)
+    where.write(MANIFEST.replace(str(FIXTURES), str(apps)).format(
+        port=port, app="whoami:application", fixtures=apps, timeout=30, extra_env="")
+        + f'working_dir = "{apps}"\n')
+    try:
+        res = where.cli("up", "--detach", "--backend", backend)
+        assert res.code == 0, res.err
+        got = seen(port)
+        assert (got["script_name"], got["cwd"], got["environ"]["KEEP"]) == (
+            "/api", str(apps), "kept")
+    finally:
+        assert where.cli("down").code == 0
+    assert processes.marked(str(where.root / ".wsgistack"), nested=True) == []
+
+
 # ---- under load -----------------------------------------------------------------------------
 
 LOAD_SECONDS = 4.0
@@ -309,13 +338,13 @@ def test_reload_under_load_loses_nothing(stack, up_stack, backend):
     got = result["result"]
     record("reload under load", backend, requests=got.requests, failed=got.errors)
     assert got.requests > 0
-    # uWSGI's graceful stop exits a worker at once when no request is under way, also just
-    # after it accepted a connection: behind Apache, whose mod_proxy_uwsgi takes that for an
-    # unrecoverable 500 and retries nothing, a reload can lose such a request (1 or 2 in
-    # about one reload of three, here). nginx retries it (upstreams in nginx_uwsgi.py);
-    # alone, uWSGI's clients were told to close first (the drain).
-    lost = 2 if backend == "apache+uwsgi" else 0
-    assert got.errors <= lost, f"{got.errors} of {got.requests} failed during the reload"
+    # Behind a front end uWSGI is swapped, not reloaded: its own graceful stop ends a worker
+    # that has just accepted a connection, and Apache answered such a request 500. Alone,
+    # uWSGI has only its own reload: that race loses a request in about one reload of
+    # fifteen under this load (measured; the README says so).
+    lost = 1 if backend == "uwsgi" else 0
+    assert got.errors <= lost, f"{got.errors} of {got.requests} failed in the reload: " \
+        f"{got.detail}"
     assert seen(port)["environ"]["DROP"] == "changed"
 
 

@@ -123,3 +123,20 @@ def test_files_for_a_user_not_made_yet_stay_roots(tmp_path):
     entry = Path(p.services[0].entry)
     assert entry.stat().st_uid == 0 and entry.stat().st_gid == 0
     assert entry.stat().st_mode & 0o777 == 0o640
+
+
+@pytest.mark.parametrize(("backend", "host", "warned"), [
+    ("granian", "0.0.0.0", True), ("mod_wsgi", "192.0.2.7", True),
+    ("nginx+uwsgi", "0.0.0.0", False), ("granian", "127.0.0.1", False),
+    ("gunicorn", "localhost", False)])
+def test_listening_beyond_the_machine_on_a_server_slow_clients_starve_is_warned(
+        tmp_path, backend, host, warned):
+    (tmp_path / "wsgistack.toml").write_text(
+        f'[stack]\nhost = "{host}"\n[services.api]\napp = "wsgistack.apps.probe:application"\n')
+    res = run_cli("-f", str(tmp_path / "wsgistack.toml"), "render", "--backend", backend, "-o",
+                  str(tmp_path / "out"))
+    assert res.code == 0, res.err
+    warning = (f"wsgistack: warning: {backend} listens on {host}, beyond this machine, but "
+               "cannot hold off slow clients (each one sending its request a byte at a time "
+               "holds a worker): put nginx or HAProxy in front, or use the nginx+uwsgi backend")
+    assert (warning in (res.out + res.err).splitlines()) is warned

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import stat
 import tempfile
@@ -105,6 +106,11 @@ def test_check_shows_all_backends_agreeing(shared_stack):
         line = next(r for r in rows if row in r)
         assert line.count(want) == len(BACKENDS), line
     assert res.err.splitlines()[-1] == f"all {len(BACKENDS)} backends agree on probe"
+    # Shown, not compared: only nginx in front reads whole requests before a worker does.
+    slow = re.split(r"\s{2,}", next(r for r in rows if "slow clients" in r))
+    verdicts = dict(zip(BACKENDS, slow[2:], strict=True))
+    assert slow[0] == "info" and verdicts["nginx+uwsgi"].startswith("holds: answered in")
+    assert all(v.startswith(("holds", "starved")) for v in verdicts.values()), verdicts
 
 
 def test_check_reports_a_diverging_backend(shared_stack):

@@ -13,6 +13,7 @@ import http.client
 import json
 import socket
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,9 +37,10 @@ class Target:
     host: str
     port: int
     prefix: str
+    timeout: float = 30.0
 
     def conn(self) -> http.client.HTTPConnection:
-        return http.client.HTTPConnection(self.host, self.port, timeout=30)
+        return http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
 
 
 def _request(t: Target, method: str, path: str, headers: dict[str, str] | None = None,
@@ -136,6 +138,35 @@ def _over_limit(t: Target) -> str:
     return f"HTTP {head.split(' ', 2)[1]}" if head.startswith("HTTP/") else "no answer"
 
 
+SLOW_HEADERS = 48
+SLOW_BODIES = 16
+SLOW_WAIT = 2.0  # seconds a normal request may take while they are held
+
+
+def _slow_clients(t: Target) -> str:
+    """Clients that send their headers, or a declared body, a byte at a time: does a normal
+    request still get its answer while they hold on? (Bounded: one byte each, 2 s.)"""
+    socks: list[socket.socket] = []
+    try:
+        for i in range(SLOW_HEADERS + SLOW_BODIES):
+            with contextlib.suppress(OSError):  # refused: it holds nothing
+                sock = socket.create_connection((t.host, t.port), timeout=2)
+                socks.append(sock)
+                sock.sendall(f"GET {t.prefix}/ HTTP/1.1\r\nHost: x\r\n".encode()
+                             if i < SLOW_HEADERS else
+                             f"POST {t.prefix}/upload HTTP/1.1\r\nHost: x\r\n"
+                             "Content-Length: 100000\r\n\r\nx".encode())
+        started = time.monotonic()
+        status = _request(dataclasses.replace(t, timeout=SLOW_WAIT), "GET", "/status/200")[0]
+        took = time.monotonic() - started
+    finally:
+        for sock in socks:
+            sock.close()
+    if status == 200:
+        return f"holds: answered in {took:.1f}s"
+    return f"starved: {f'HTTP {status}' if status else 'no answer'} in {SLOW_WAIT:g}s"
+
+
 def _outside(t: Target) -> str:
     # Front ends deny what no service serves (403), servers of one app answer 404: both refuse.
     status = _request(dataclasses.replace(t, prefix=""), "GET", "/elsewhere")[0]
@@ -166,6 +197,7 @@ CHECKS: list[Check] = [
     ("PEP 3333 validator", True, lambda t: f"HTTP {_request(t, 'GET', '/status/204')[0]}"),
     ("wsgi.multiprocess/thread", False, lambda t: _field(_echo(t), "wsgi.multiprocess",
                                                           "wsgi.multithread")),
+    ("slow clients", False, _slow_clients),
     ("SERVER_SOFTWARE", False, lambda t: _field(_echo(t), "server_software") or "-"),
 ]
 

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from wsgistack import access, check, entry, manifest, plan, runtime, secrets
-from wsgistack.backends import BACKENDS
+from wsgistack.backends import BACKENDS, exposure_warnings
 from wsgistack.errors import WsgistackError
 from wsgistack.lifecycle import health, processes
 
@@ -44,11 +44,16 @@ def _with_base_port(m: manifest.Manifest, port: int | None) -> manifest.Manifest
 def _plan(args: argparse.Namespace, m: manifest.Manifest | None = None) -> plan.Plan:
     m = m or _load(args)
     backend = getattr(args, "backend", None) or m.stack.backend
-    built = plan.build(m, backend)
-    secrets.hide(built.secrets)
-    for warning in built.warnings:
-        _say(f"wsgistack: warning: {warning}")
+    built = _built(plan.build(m, backend))
     return dataclasses.replace(built, base_port_given=bool(getattr(args, "base_port", None)))
+
+
+def _built(p: plan.Plan) -> plan.Plan:
+    """A plan fresh from plan.build: its secrets hidden from all output, its warnings said."""
+    secrets.hide(p.secrets)
+    for warning in (*p.warnings, *exposure_warnings(p)):
+        _say(f"wsgistack: warning: {warning}")
+    return p
 
 
 def table(rows: Sequence[Sequence[object]], header: Sequence[str]) -> str:
@@ -182,8 +187,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
 def cmd_render(args: argparse.Namespace) -> int:
     m = _load(args)
     out = Path(args.output).absolute()
-    p = plan.build(m, args.backend or m.stack.backend, state=out)
-    secrets.hide(p.secrets)
+    p = _built(plan.build(m, args.backend or m.stack.backend, state=out))
     files = runtime.render(p)
     access.write_rendered(p, files)  # as under the state dir: entries hold env values
     for rel in sorted(files):
@@ -206,8 +210,10 @@ def cmd_entry(args: argparse.Namespace) -> int:
         app=args.spec, name=args.name or Path(args.output).stem, env=_pairs(args.env, "--env"),
         args=args.arg, python_path=args.python_path, mount=args.prefix.rstrip("/"),
     )
-    text = entry.render(spec)
-    Path(args.output).write_text(text, encoding="utf-8")
+    if args.no_check:
+        Path(args.output).write_text(entry.render(spec), encoding="utf-8")
+    else:
+        entry.write_checked(spec, Path(args.output))
     _say(f"wrote {args.output}: import it for `application`, or run "
          f"`python {args.output} --host 127.0.0.1 --port 8000`")
     return 0
@@ -227,8 +233,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     state = Path(m.state_path, "serve", svc.name)
     single = dataclasses.replace(m, services=(svc,))
-    p = plan.build(single, args.backend or m.stack.backend, state=state)
-    secrets.hide(p.secrets)
+    p = _built(plan.build(single, args.backend or m.stack.backend, state=state))
     running = runtime.up(p, lambda msg: _say(f"  {msg}"))
     _show(catalog_table(p, running))
     code = runtime.wait_foreground(running, lambda msg: _say(f"  {msg}"))
@@ -321,6 +326,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--arg", action="append", default=[], help="an argument for the app's argv")
     p.add_argument("--python-path", action="append", default=[])
     p.add_argument("--prefix", default="", help="mount the app under this prefix")
+    p.add_argument("--no-check", action="store_true",
+                   help="write it without loading the app first (in this interpreter)")
     p = add("serve", cmd_serve, "serve one service or app spec in the foreground", True)
     p.add_argument("target", help="a service of the manifest, or an app spec")
     p.add_argument("--port", type=_port, default=0)

@@ -9,6 +9,9 @@ serves the app itself; `python FILE --check` builds the app and reports in one l
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -154,3 +157,24 @@ def render(spec: EntrySpec) -> str:
         end_on_timeout=spec.end_on_timeout, check_headers=spec.check_headers,
     )
     return header + _LOADER_BODY + runner
+
+
+def write_checked(spec: EntrySpec, output: Path, python: str = sys.executable) -> None:
+    """Write the entry for `spec` to `output` only once it loads its app, in a throwaway
+    `python` process: an entry that cannot load is not written."""
+    text = render(spec)
+    with tempfile.TemporaryDirectory(prefix="wsgistack-entry-") as tmp:
+        trial = Path(tmp, output.name if output.suffix == ".py" else "entry.py")
+        trial.write_text(text, encoding="utf-8")
+        try:
+            out = subprocess.run([python, str(trial), "--check"], capture_output=True,
+                                 text=True, timeout=120, check=False)
+        except subprocess.TimeoutExpired:
+            raise AppLoadError(f"{output}: not written: loading '{spec.app}' did not finish "
+                               "in 120s (does it hang at import?)") from None
+    if out.returncode:
+        lines = (out.stderr or out.stdout).strip().splitlines()
+        why = lines[-1].removeprefix("error: ") if lines else f"exit code {out.returncode}"
+        raise AppLoadError(f"{output}: not written: {why}; fix the spec, or pass --no-check "
+                           "if the app loads only in another interpreter")
+    output.write_text(text, encoding="utf-8")

@@ -84,10 +84,13 @@ def parse_spec(spec: str) -> Spec:
             raise SpecError(f"app spec '{spec}': entry points are written ep:GROUP:NAME")
         return Spec("entrypoint", group, name, None, {})
     target, sep, expr = spec.partition(":")
-    if target.endswith((".wsgi", ".py")) or "/" in target:
+    dotted = all(part.isidentifier() for part in target.split("."))
+    # Django's `site1.wsgi:application` names a module; `app.wsgi` a file when there is one.
+    if "/" in target or (target.endswith((".wsgi", ".py"))
+                         and (not dotted or os.path.isfile(target))):
         attr, args, kwargs = _parse_call(expr, spec) if sep else ("application", None, {})
         return Spec("script", target, attr, args, kwargs)
-    if not all(part.isidentifier() for part in target.split(".")):
+    if not dotted:
         raise SpecError(
             f"app spec '{spec}': '{target}' is neither a module name nor a .wsgi/.py file"
         )
@@ -154,7 +157,14 @@ def _build(spec: str, parsed: Spec) -> Any:
         namespace = runpy.run_path(path, run_name="__wsgistack_script__")
         obj = _resolve(namespace, parsed.attr, spec, path)
     else:
-        module = importlib.import_module(parsed.target)
+        try:
+            module = importlib.import_module(parsed.target)
+        except ModuleNotFoundError as exc:
+            if not parsed.target.endswith((".wsgi", ".py")) or not parsed.target.startswith(
+                    str(exc.name)):
+                raise
+            raise SpecError(f"app spec '{spec}': '{parsed.target}' is neither a file in "
+                            f"{os.getcwd()} nor an importable module ({exc})") from None
         obj = _resolve(module, parsed.attr, spec, f"module '{parsed.target}'")
     if parsed.args is not None:
         obj = obj(*parsed.args, **parsed.kwargs)
@@ -176,10 +186,10 @@ def load_app(
     on oslo.config parse `sys.argv` and read `OS_*_CONFIG_DIR` at import time, and under
     gunicorn or granian `sys.argv` holds the server's own flags.
     """
-    parsed = parse_spec(spec)
     os.environ.update(env or {})
     if working_dir:
         os.chdir(working_dir)
+    parsed = parse_spec(spec)  # in the working dir: whether `x.wsgi` is a file there counts
     for path in reversed([*python_path, os.getcwd()]):
         if path not in sys.path:
             sys.path.insert(0, path)
@@ -588,7 +598,8 @@ def server_quirks(app: WSGIApp, trusted_proxies: Sequence[str] = (),
       wsgi.url_scheme (servers disagree on whether they do it themselves).
     - A chunked body under uWSGI's HTTP sockets is read through uwsgi.chunked_read().
     - SCRIPT_NAME is always present, and HTTP_CONTENT_TYPE/HTTP_CONTENT_LENGTH never are
-      (uWSGI behind nginx gets both wrong; PEP 3333 says otherwise).
+      (uWSGI behind nginx gets both wrong; PEP 3333 says otherwise); a body with a
+      CONTENT_LENGTH has no HTTP_TRANSFER_ENCODING.
     - With WSGISTACK_CLOSE_UNFRAMED set (uWSGI's http11-socket, which neither chunks nor
       closes), a response without a length says `Connection: close` and the connection is
       shut down after its body, so the client sees where it ends.
@@ -622,8 +633,12 @@ def server_quirks(app: WSGIApp, trusted_proxies: Sequence[str] = (),
                     environ.pop(key, None)
             if "uwsgi.version" in environ:
                 environ["wsgi.url_scheme"] = _own_scheme(environ)
+        if environ.get("CONTENT_LENGTH") and "HTTP_TRANSFER_ENCODING" in environ:
+            # A body with a known length (nginx de-chunks one and passes its length) is
+            # read by that length: an app that believed the header (Werkzeug) read nothing.
+            del environ["HTTP_TRANSFER_ENCODING"]
         chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
-        if chunked and "uwsgi.version" in environ and not environ.get("CONTENT_LENGTH"):
+        if chunked and "uwsgi.version" in environ:
             import uwsgi  # only importable under uWSGI
 
             environ["wsgi.input"] = _UwsgiChunkedInput(uwsgi)

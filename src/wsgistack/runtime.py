@@ -17,7 +17,7 @@ from pathlib import Path
 
 from wsgistack import access, provision
 from wsgistack.backends import get
-from wsgistack.backends.base import entry_file
+from wsgistack.backends.base import Proc, entry_file
 from wsgistack.errors import ServerError
 from wsgistack.lifecycle import health, preflight, processes
 from wsgistack.lifecycle.processes import Running, StackState
@@ -123,25 +123,29 @@ def _signal_reload(plan: Plan, state: StackState, changed: set[str],
                    progress: Callable[[str], None]) -> list[Running]:
     procs = {p.name: p for p in get(plan.backend).command(plan)}
     old: set[int] = set()  # the workers that must be replaced before the reload is done
-    current = []
+    current: list[Running] = []
     for r in state.procs:
         proc = procs[r.name]
-        if proc.reload_when and not changed & set(proc.reload_when):
-            if proc.app_reload:  # the front end stays; the app's processes are replaced
-                sig, title = proc.app_reload
-                apps = {p for p in processes.child_pids(r.pid)
-                        if processes.cmdline(p).startswith(title)}
-                old |= apps
-                for pid in apps:
-                    os.kill(pid, sig)
-            current.append(r)
+        if proc.swap:
+            current.append(_swap(plan, r, proc))
+            processes.save_state(plan, [*current, *state.procs[len(current):]])
             continue
-        old |= processes.child_pids(r.pid)
+        whole = not proc.reload_when or bool(changed & set(proc.reload_when))
+        if not whole and not proc.app_reload:
+            current.append(r)  # a front end whose config is unchanged
+            continue
+        apps, sig = processes.child_pids(r.pid), proc.reload_signal
+        if not whole:  # the leader stays; the app's processes go
+            assert proc.app_reload
+            sig, title = proc.app_reload
+            apps = {p for p in apps if processes.cmdline(p).startswith(title)}
+        old |= apps
+        with open(r.log, "ab") as log:  # ready lines count from here
+            since = processes.mark_log(log, f"reload ({signal.Signals(sig).name})")
         if proc.drain:
             _drain(plan, plan.service(r.name), proc.drain)
-        with open(r.log, "ab") as log:  # ready lines count from here
-            since = processes.mark_log(log, f"reload ({signal.Signals(proc.reload_signal).name})")
-        os.kill(r.pid, proc.reload_signal)
+        for pid in [r.pid] if whole else apps & processes.child_pids(r.pid):
+            os.kill(pid, sig)
         current.append(dataclasses.replace(r, ready=proc.ready, since=since))
     deadline = time.monotonic() + plan.start_timeout
     while old & set().union(*(processes.child_pids(r.pid) for r in current)):
@@ -151,6 +155,31 @@ def _signal_reload(plan: Plan, state: StackState, changed: set[str],
         time.sleep(0.05)
     health.wait_healthy(plan, current, progress)
     return current
+
+
+def _swap(plan: Plan, old: Running, proc: Proc) -> Running:
+    """Replace a server on a UNIX socket without losing a request: its twin starts on the
+    next socket; once every new worker is ready, the next socket is renamed over the old
+    one (atomic: a connect finds one or the other); the old server's workers take what
+    was queued to them before, then it stops gracefully, finishing requests under way."""
+    assert proc.swap
+    path, next_path, argv = proc.swap
+    svc = plan.service(old.name)
+    new = processes.start(plan, dataclasses.replace(proc, argv=argv))
+    try:
+        health.wait_ready(plan, svc, new)
+        os.replace(next_path, path)
+    except BaseException:
+        processes.end(new)
+        raise
+    # Twice in a row with nothing queued: a connection taken just before is by then a
+    # request under way, which the graceful stop lets finish.
+    clear, deadline = 0, time.monotonic() + svc.config.timeout
+    while clear < 2 and time.monotonic() < deadline:
+        clear = clear + 1 if not processes.queued((path, next_path)) else 0
+        time.sleep(0.05)
+    processes.end(old)  # uWSGI: SIGTERM is a graceful stop (its ini)
+    return new
 
 
 # Long enough for every busy keep-alive connection to get one more answer, which ends it.

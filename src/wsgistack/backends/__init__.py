@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
+import socket
 from typing import cast
 
 from wsgistack.backends import apache_uwsgi, granian, gunicorn, mod_wsgi, nginx_uwsgi, uwsgi
 from wsgistack.backends.base import Backend
+from wsgistack.plan import Plan
 
 _MODULES = (granian, gunicorn, uwsgi, mod_wsgi, apache_uwsgi, nginx_uwsgi)
 BACKENDS: dict[str, Backend] = {cast(Backend, m).ID: cast(Backend, m) for m in _MODULES}
@@ -13,3 +16,23 @@ BACKENDS: dict[str, Backend] = {cast(Backend, m).ID: cast(Backend, m) for m in _
 
 def get(backend_id: str) -> Backend:
     return BACKENDS[backend_id]
+
+
+def exposure_warnings(plan: Plan) -> list[str]:
+    """What to tell before a stack listens beyond this machine on a server that slow clients
+    can starve."""
+    if get(plan.backend).HOLDS_SLOW_CLIENTS or _loopback(plan.host):
+        return []
+    return [f"{plan.backend} listens on {plan.host}, beyond this machine, but cannot hold off "
+            "slow clients (each one sending its request a byte at a time holds a worker): put "
+            "nginx or HAProxy in front, or use the nginx+uwsgi backend"]
+
+
+def _loopback(host: str) -> bool:
+    """Whether `host` is only this machine; a name that does not resolve counts (the
+    preflight refuses it in its own words)."""
+    try:
+        found = {str(a[4][0]) for a in socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)}
+    except (OSError, UnicodeError):
+        return True
+    return all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in found)

@@ -62,7 +62,7 @@ def httpd_conf(plan: Plan, modules: list[str], body: list[str]) -> str:
         f"ServerRoot {q(plan.state)}",
         f"PidFile {q(plan.path('run', 'apache.pid'))}",
         f"DefaultRuntimeDir {q(plan.path('run'))}",
-        f"Mutex file:{plan.path('run')} default",
+        f"Mutex {q('file:' + plan.path('run'))} default",
         f"Listen {plan.host}:{plan.front_port}",
         f"ServerName {plan.host}:{plan.front_port}",
         *([f"User {user}", f"Group {user}"] if user else []),

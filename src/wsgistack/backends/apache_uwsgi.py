@@ -15,6 +15,7 @@ from wsgistack.plan import Plan, ServicePlan
 
 ID = "apache+uwsgi"
 FRONT_END = True
+HOLDS_SLOW_CLIENTS = False
 SERVICE_PACKAGES: tuple[str, ...] = ()  # what a service's own venv must hold
 DESCRIPTION = "Apache httpd (mod_proxy_uwsgi) in front of uWSGI on UNIX sockets"
 MODULES = ["proxy", "proxy_uwsgi", "proxy_http", "env", "rewrite"]
@@ -56,14 +57,14 @@ def render(plan: Plan) -> dict[str, str]:
     files = {
         # mod_proxy_uwsgi (Debian 12's) passes the full path and no SCRIPT_NAME.
         **entry_files(plan, mount=True, limits="entry, drained"),
-        **uwsgi.ini_files(plan, {s.name: listen(plan, s) for s in plan.services}),
+        **uwsgi.front_ini_files(plan, listen),
         "conf/httpd.conf": apache.httpd_conf(plan, MODULES, body),
     }
     return files
 
 
 def command(plan: Plan) -> list[Proc]:
-    return [*uwsgi.procs(plan), *apache.command(plan)]
+    return [*uwsgi.front_procs(plan), *apache.command(plan)]
 
 
 def requirements(plan: Plan) -> list[Requirement]:

@@ -38,6 +38,12 @@ class Proc:
     # A file the entry watches: rewritten a moment before the reload signal, it has the
     # old workers end their keep-alive connections first (uWSGI's http11-socket).
     drain: str = ""
+    # (socket, next socket, argv): a reload starts `argv`, a twin of this server that
+    # listens on the next socket, renames that over `socket` once the twin is ready, and
+    # then stops this server gracefully (lifecycle/processes.py: swap). For uWSGI behind a
+    # front end: its own graceful reload ends a worker that has just accepted a
+    # connection, and Apache answers that request 500.
+    swap: tuple[str, str, tuple[str, ...]] | None = None
     # Who it is started as ("": as wsgistack). Servers that drop privileges themselves
     # (uWSGI, Apache, nginx) start as root and are told their users in their configs.
     user: str = ""
@@ -62,6 +68,9 @@ class Requirement:
 class Backend(Protocol):
     ID: str
     FRONT_END: bool
+    # Whether clients that send their requests slowly leave the workers free (README,
+    # "Reliability"): `up` warns when one that does not listens beyond this machine.
+    HOLDS_SLOW_CLIENTS: bool
     DESCRIPTION: str
     SERVICE_PACKAGES: tuple[str, ...]
 
@@ -108,14 +117,14 @@ def entry_file(svc: ServicePlan) -> str:
     return f"entries/{svc.name}/{svc.module}.py"
 
 
-def uwsgi_ini(svc: ServicePlan) -> str:
-    return f"conf/uwsgi-{svc.name}.ini"
+def uwsgi_ini(svc: ServicePlan, twin: bool = False) -> str:
+    return f"conf/uwsgi-{svc.name}{'.next' if twin else ''}.ini"
 
 
 def service_files(svc: ServicePlan) -> tuple[str, ...]:
     """Rendered files (under the state dir) that hold one service's env and that its own
     processes read: readable by its group, by no other user."""
-    return entry_file(svc), uwsgi_ini(svc)
+    return entry_file(svc), uwsgi_ini(svc), uwsgi_ini(svc, twin=True)
 
 
 def log_path(plan: Plan, name: str) -> str:

@@ -21,6 +21,7 @@ from wsgistack.plan import Plan, ServicePlan
 
 ID = "granian"
 FRONT_END = False
+HOLDS_SLOW_CLIENTS = False
 SERVICE_PACKAGES: tuple[str, ...] = ("granian",)  # what a service's own venv must hold
 DESCRIPTION = "granian per service, each on its own port (the embedded default)"
 

@@ -21,6 +21,7 @@ from wsgistack.plan import Plan, ServicePlan
 
 ID = "gunicorn"
 FRONT_END = False
+HOLDS_SLOW_CLIENTS = False
 SERVICE_PACKAGES: tuple[str, ...] = ("gunicorn",)  # what a service's own venv must hold
 DESCRIPTION = "gunicorn (gthread) per service, each on its own port"
 

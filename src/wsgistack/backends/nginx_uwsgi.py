@@ -27,6 +27,8 @@ from wsgistack.plan import Plan, ServicePlan
 
 ID = "nginx+uwsgi"
 FRONT_END = True
+# Reads whole requests before a worker sees them: slow clients hold only nginx.
+HOLDS_SLOW_CLIENTS = True
 SERVICE_PACKAGES: tuple[str, ...] = ()  # what a service's own venv must hold
 DESCRIPTION = "nginx (uwsgi_pass) in front of uWSGI on UNIX sockets"
 
@@ -88,13 +90,14 @@ def upstream(svc: ServicePlan) -> str:
 
 
 def upstreams(plan: Plan) -> list[str]:
-    """The socket twice, so that nginx retries on it: a uWSGI worker that is stopping for a
-    reload can accept a connection and exit before it reads the request (uWSGI's
-    gracefully_kill exits at once when no request is under way). nginx retries only what
-    it may (not a POST it has sent), and never marks the socket down for it."""
+    """The socket twice, so that nginx retries on it: a uWSGI worker that is stopping (its
+    master gone, or killed) can accept a connection and exit before it reads the request
+    (uWSGI's gracefully_kill exits at once when no request is under way). nginx retries
+    only what it may (not a POST it has sent), and never marks the socket down for it.
+    A reload swaps a new uWSGI in instead (runtime.py), which loses nothing."""
     lines = []
     for svc in plan.services:
-        server = f"        server unix:{svc.socket} max_fails=0;"
+        server = f"        server {q('unix:' + svc.socket)} max_fails=0;"
         lines += [f"    upstream {upstream(svc)} {{", server, server, "    }"]
     return lines
 
@@ -130,11 +133,10 @@ def nginx_conf(plan: Plan) -> str:
 
 
 def render(plan: Plan) -> dict[str, str]:
-    listen = {s.name: uwsgi.socket_listen(plan, s) for s in plan.services}
     return {
         # nginx limits a field's size (large_client_header_buffers), not their number.
         **entry_files(plan, mount=True, limits="front end", check_headers=True),
-        **uwsgi.ini_files(plan, listen),
+        **uwsgi.front_ini_files(plan, uwsgi.socket_listen),
         "conf/uwsgi_params": UWSGI_PARAMS + forwarded_params(),
         "conf/nginx.conf": nginx_conf(plan),
         "tmp/.keep": "",
@@ -148,7 +150,7 @@ def command(plan: Plan) -> list[Proc]:
         serves=tuple(s.name for s in plan.services),
         reload_when=("conf/nginx.conf", "conf/uwsgi_params"),
     )
-    return [*uwsgi.procs(plan), nginx]
+    return [*uwsgi.front_procs(plan), nginx]
 
 
 def requirements(plan: Plan) -> list[Requirement]:

@@ -9,6 +9,7 @@ headers.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 from wsgistack.backends import quoting
 from wsgistack.backends.base import (
@@ -23,6 +24,7 @@ from wsgistack.plan import Plan, ServicePlan
 
 ID = "uwsgi"
 FRONT_END = False
+HOLDS_SLOW_CLIENTS = False
 SERVICE_PACKAGES: tuple[str, ...] = ()  # what a service's own venv must hold
 DESCRIPTION = "uWSGI per service on its own port (http11-socket)"
 PLUGIN = "/usr/lib/uwsgi/plugins/python3_plugin.so"
@@ -109,8 +111,20 @@ def http_upload_listen(plan: Plan, svc: ServicePlan) -> list[str]:
     ]
 
 
-def ini_files(plan: Plan, listen: dict[str, list[str]]) -> dict[str, str]:
-    return {uwsgi_ini(s): ini(plan, s, listen[s.name]) for s in plan.services}
+def next_socket(svc: ServicePlan) -> str:
+    return f"{svc.socket}.next"
+
+
+def front_ini_files(plan: Plan,
+                    listen: Callable[[Plan, ServicePlan], list[str]]) -> dict[str, str]:
+    """Each service's ini behind a front end, and its twin on the next socket, which a
+    reload starts (Proc.swap)."""
+    files = {}
+    for svc in plan.services:
+        twin = dataclasses.replace(svc, socket=next_socket(svc))
+        files[uwsgi_ini(svc)] = ini(plan, svc, listen(plan, svc))
+        files[uwsgi_ini(svc, twin=True)] = ini(plan, twin, listen(plan, twin))
+    return files
 
 
 def procs(plan: Plan) -> list[Proc]:
@@ -120,6 +134,13 @@ def procs(plan: Plan) -> list[Proc]:
              ready=(READY_LINE, s.config.processes))
         for s in plan.services
     ]
+
+
+def front_procs(plan: Plan) -> list[Proc]:
+    """uWSGI behind a front end: a reload swaps a new server in on the socket."""
+    return [dataclasses.replace(p, swap=(s.socket, next_socket(s),
+                                         ("uwsgi", "--ini", plan.path(uwsgi_ini(s, twin=True)))))
+            for p, s in zip(procs(plan), plan.services, strict=True)]
 
 
 def uwsgi_requirements(plan: Plan) -> list[Requirement]:
@@ -149,7 +170,8 @@ def render(plan: Plan) -> dict[str, str]:
         for s in plan.services
     }
     # uWSGI limits neither the number nor the size of header fields: the entry does (431).
-    return {**entry_files(plan, mount=True, check_headers=True), **ini_files(plan, listen)}
+    return {**entry_files(plan, mount=True, check_headers=True),
+            **{uwsgi_ini(s): ini(plan, s, listen[s.name]) for s in plan.services}}
 
 
 def drain_file(svc: ServicePlan) -> str:

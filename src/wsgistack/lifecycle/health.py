@@ -102,6 +102,19 @@ def wait_healthy(plan: Plan, running: list[Running],
             time.sleep(0.05)
 
 
+def wait_ready(plan: Plan, svc: ServicePlan, proc: Running) -> None:
+    """Until every worker of `proc` logged its ready line, within start_timeout."""
+    deadline = time.monotonic() + plan.start_timeout
+    while not workers_ready(proc):
+        reap(proc.pid)
+        if not proc.alive():
+            raise failure(plan, svc, proc, "exited during start-up")
+        if time.monotonic() > deadline:
+            raise failure(plan, svc, proc, f"workers were not ready in {plan.start_timeout:g}s",
+                          diagnose_for=DIAGNOSE_AFTER_TIMEOUT)
+        time.sleep(0.05)
+
+
 def workers_ready(proc: Running) -> bool:
     """Whether every worker has logged its ready line since this start. uWSGI loads the app
     in each worker after fork (lazy-apps): a worker still loading when `down` comes misses

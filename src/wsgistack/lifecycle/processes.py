@@ -335,6 +335,30 @@ def _signal(pid: int, sig: int, group: bool) -> None:
             os.kill(pid, sig)
 
 
+def end(r: Running, sig: int = signal.SIGTERM, grace: float = STOP_GRACE) -> None:
+    """Stop one leader with `sig` (its own graceful stop), then its whole group with SIGKILL
+    if it is not gone within `grace`."""
+    if r.alive():
+        _signal(r.pid, sig, group=False)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        reap(r.pid)
+        if not r.alive():
+            break
+        time.sleep(0.05)
+    _signal(r.pid, signal.SIGKILL, group=True)  # what is left of its group, if anything
+
+
+def queued(paths: Iterable[str]) -> int:
+    """Connections waiting in the backlog of UNIX listeners bound to `paths`: the kernel
+    lists each under its listener's path (kept when the socket file is renamed), as
+    connecting (state 02), until a worker accepts it."""
+    wanted = set(paths)
+    with open("/proc/net/unix", encoding="utf-8", errors="replace") as table:
+        rows = (line.rstrip("\n").split(None, 7) for line in table)
+        return sum(1 for f in rows if len(f) == 8 and f[5] == "02" and f[7] in wanted)
+
+
 def stop(running: Iterable[Running], state_dir: str, grace: float = STOP_GRACE,
          nested: bool = False) -> list[int]:
     """SIGTERM every recorded process group and every marked process left (a worker whose
