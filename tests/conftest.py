@@ -116,6 +116,21 @@ def alive(pid: int) -> bool:
     return processes.proc_stat(pid)[:1] not in (["Z"], [])
 
 
+# Behind these front ends a reload swaps a new uWSGI in on each socket (runtime.py).
+SWAPPED = ("apache+uwsgi", "nginx+uwsgi")
+
+
+def assert_reloaded(backend: str, before: list[int], after: list[int]) -> None:
+    """The leaders after a reload: the same processes, but for uWSGI behind a front end,
+    which is new (the old one gone); the front end (last) stays."""
+    if backend in SWAPPED:
+        assert after[-1] == before[-1] and alive(after[-1])
+        assert not set(after[:-1]) & set(before[:-1]) and not any(map(alive, before[:-1]))
+        assert all(map(alive, after))
+    else:
+        assert after == before and all(map(alive, after))
+
+
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[Stack]:
     st = Stack(tmp_path)

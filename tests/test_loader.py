@@ -221,3 +221,30 @@ def test_django_style_module_named_wsgi_and_a_script_file_by_that_name(tmp_path,
     with pytest.raises(SpecError, match=r"^app spec 'gone\.wsgi': 'gone\.wsgi' is neither a "
                        rf"file in {tmp_path} nor an importable module \(No module named "):
         load_app("gone.wsgi", working_dir=str(tmp_path))
+
+
+def test_behind_apaches_http_proxy_the_client_is_its_last_hop():
+    got: dict[str, object] = {}
+
+    def app(env, start_response):
+        got.update(env)
+        start_response("200 OK", [])
+        return [b""]
+
+    env = {"REMOTE_ADDR": "", "REMOTE_PORT": "0", "SERVER_NAME": "vm", "SERVER_PORT": "80",
+           "HTTP_HOST": "api.example:8780", "wsgi.url_scheme": "http",
+           # A trusted proxy (127.0.0.2) sent the first hop; Apache appended the second.
+           "HTTP_X_FORWARDED_FOR": "203.0.113.9, 127.0.0.2", "HTTP_X_FORWARDED_PROTO": "https",
+           "HTTP_X_FORWARDED_HOST": "api.example:8780", "HTTP_X_FORWARDED_SERVER": "127.0.0.1"}
+    server_quirks(app, ["127.0.0.2"], http_proxied=True)(env, lambda *a: None)
+    assert (got["REMOTE_ADDR"], got["HTTP_X_FORWARDED_FOR"], got["wsgi.url_scheme"]) == (
+        "127.0.0.2", "203.0.113.9", "https")
+    assert (got["SERVER_NAME"], got["SERVER_PORT"]) == ("api.example", "8780")
+    assert "REMOTE_PORT" not in got and "HTTP_X_FORWARDED_SERVER" not in got
+    # From anyone else, Apache's own hop is all there is: the client's address.
+    got.clear()
+    env = {"HTTP_HOST": "h", "wsgi.url_scheme": "http", "HTTP_X_FORWARDED_FOR": "198.51.100.4"}
+    server_quirks(app, ["127.0.0.2"], http_proxied=True)(env, lambda *a: None)
+    assert (got["REMOTE_ADDR"], got["SERVER_NAME"], got["SERVER_PORT"]) == (
+        "198.51.100.4", "h", "80")
+    assert "HTTP_X_FORWARDED_FOR" not in got

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from benchmarks import wrk
 
-from tests.conftest import FIXTURES, Stack, alive, free_port
+from tests.conftest import FIXTURES, Stack, alive, assert_reloaded, free_port
 from wsgistack.backends import BACKENDS
 from wsgistack.lifecycle import processes
 
@@ -183,11 +183,7 @@ def test_reload_never_makes_things_worse(stack, up_stack, backend):
     assert res.code == 0, res.err
     after = seen(port)
     assert "DROP" not in after["environ"] and after["environ"]["KEEP"] == "kept"
-    now = stack.pids()
-    if backend in ("apache+uwsgi", "nginx+uwsgi"):  # a new uWSGI swapped in on the socket
-        assert now[1:] == leaders[1:] and now[0] != leaders[0] and not alive(leaders[0])
-    else:
-        assert now == leaders
+    assert_reloaded(backend, leaders, stack.pids())
 
 
 @pytest.mark.parametrize("backend", ["apache+uwsgi", "nginx+uwsgi"])

@@ -86,12 +86,20 @@ def test_nginx_keeps_the_host_port(monkeypatch):
     assert "include /etc/nginx" not in files["conf/nginx.conf"]
 
 
-def test_apache_uwsgi_proxies_uploads_over_http(monkeypatch):
-    conf = rendered("control-plane", "apache+uwsgi", monkeypatch)["conf/httpd.conf"]
-    assert ('    ProxyPass "unix:/srv/wsgistack/cp/run/identity.sock|uwsgi://identity/identity" '
-            "retry=0 acquire=1 timeout=62") in conf.splitlines()
-    assert ('    ProxyPass "unix:/srv/wsgistack/cp/run/image.sock|http://image/image" '
-            "retry=0 acquire=1 timeout=302") in conf.splitlines()
+def test_apache_uwsgi_proxies_every_service_over_http(monkeypatch):
+    """mod_proxy_uwsgi answers 411 to a chunked body: every service goes over HTTP, Apache
+    spooling chunked bodies and answering `Expect: 100-continue` itself."""
+    files = rendered("control-plane", "apache+uwsgi", monkeypatch)
+    conf = files["conf/httpd.conf"].splitlines()
+    for svc, path, timeout in (("identity", "/identity", 62), ("image", "/image", 302)):
+        at = conf.index(f'    ProxyPass "unix:/srv/wsgistack/cp/run/{svc}.sock|http://{svc}'
+                        f'{path}" retry=0 acquire=1 timeout={timeout}')
+        assert conf[at + 1:at + 4] == ["    SetEnv proxy-sendcl 1",
+                                       "    SetEnv proxy-nokeepalive 1",
+                                       "    Proxy100Continue Off"]
+        ini = files[f"conf/uwsgi-{svc}.ini"].splitlines()
+        assert f"http-socket = /srv/wsgistack/cp/run/{svc}.sock" in ini
+    assert not any("proxy_uwsgi" in line for line in conf)
 
 
 def test_render_command_writes_files(tmp_path):

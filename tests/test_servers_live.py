@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Stack, alive, free_port
+from tests.conftest import Stack, alive, assert_reloaded, free_port
 from wsgistack.backends import BACKENDS, apache
 
 pytestmark = pytest.mark.live
@@ -167,7 +167,7 @@ def test_missing_apache_module(stack, monkeypatch, tmp_path):
     modules = tmp_path / "modules"
     modules.mkdir()
     for so in Path(apache.MODULES).glob("*.so"):
-        if so.name != "mod_proxy_uwsgi.so":
+        if so.name != "mod_proxy_http.so":
             (modules / so.name).symlink_to(so)
     monkeypatch.setattr(apache, "MODULES", str(modules))
     stack.write(f'[stack]\nbackend = "apache+uwsgi"\nbase_port = {free_port()}\n'
@@ -175,9 +175,8 @@ def test_missing_apache_module(stack, monkeypatch, tmp_path):
     res = stack.cli("up", "--detach")
     assert res.code == 2
     assert res.err.splitlines()[-1] == (
-        f"wsgistack: error: backend apache+uwsgi needs mod_proxy_uwsgi: "
-        f"{modules}/mod_proxy_uwsgi.so is missing; apt-get install apache2 "
-        "(it ships mod_proxy_uwsgi)")
+        f"wsgistack: error: backend apache+uwsgi needs mod_proxy_http: "
+        f"{modules}/mod_proxy_http.so is missing; apt-get install apache2")
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="services get a user of their own only as root")
@@ -219,7 +218,7 @@ def test_reload_applies_a_changed_manifest_in_place(shared_stack, backend):
     assert res.err.splitlines()[-1].startswith(
         f"reloaded {len(leaders)} process(es) of stack 'live' in ")
     assert get(api)["env"] == "two"  # every worker from before is gone
-    assert shared_stack.pids() == leaders and all(alive(p) for p in leaders)
+    assert_reloaded(backend, leaders, shared_stack.pids())
 
     shared_stack.write(manifest.replace(f"base_port = {port}", f"base_port = {port + 10}"))
     res = shared_stack.cli("reload")

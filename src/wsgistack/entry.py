@@ -42,6 +42,9 @@ class EntrySpec:
     timeout: float = 0  # a request past it has its stack logged (0: not watched)
     end_on_timeout: bool = False  # ...and ends its process: the server has no timeout
     check_headers: bool = False  # 431 over MAX_FIELDS fields or a field over MAX_FIELD
+    # Behind Apache's mod_proxy_http on a UNIX socket: the client's address is the last
+    # X-Forwarded-For, the server's name and port those of the Host header.
+    http_proxied: bool = False
 
 
 def module_name(service: str) -> str:
@@ -66,6 +69,7 @@ DRAIN_REFUSED = {drain_refused!r}
 TIMEOUT = {timeout!r}
 END_ON_TIMEOUT = {end_on_timeout!r}
 CHECK_HEADERS = {check_headers!r}
+HTTP_PROXIED = {http_proxied!r}
 TRUSTED_PROXIES = {trusted_proxies!r}
 
 _lock = _threading.Lock()
@@ -86,7 +90,7 @@ def get_application(args=None):
                 built = validator(built)
             limited = watch_requests(limit_body(mount(built, MOUNT), MAX_BODY, DRAIN_REFUSED),
                                      TIMEOUT, END_ON_TIMEOUT)
-            _app = server_quirks(limited, TRUSTED_PROXIES, CHECK_HEADERS)
+            _app = server_quirks(limited, TRUSTED_PROXIES, CHECK_HEADERS, HTTP_PROXIED)
     return _app
 
 
@@ -155,6 +159,7 @@ def render(spec: EntrySpec) -> str:
         max_body=spec.max_body, trusted_proxies=list(spec.trusted_proxies),
         drain_refused=spec.drain_refused, timeout=spec.timeout,
         end_on_timeout=spec.end_on_timeout, check_headers=spec.check_headers,
+        http_proxied=spec.http_proxied,
     )
     return header + _LOADER_BODY + runner
 

@@ -447,6 +447,10 @@ def limit_body(app: WSGIApp, max_body: int, drain: bool = False) -> WSGIApp:
                     _discard(stream, int(length))
                 return _plain(start_response, "413 Request Entity Too Large", too_large,
                               close=drain)
+            if drain and stream is not None and length != "0":
+                # What an app answered before reading (401, 403) is still being sent by the
+                # front end: uWSGI closing on it made the answer a 502 or 503.
+                return _AfterClose(app(environ, start_response), lambda: _discard(stream, -1))
             return app(environ, start_response)
         if stream is None:
             return app(environ, start_response)
@@ -509,6 +513,39 @@ class _UwsgiChunkedInput:
 
     def __iter__(self) -> Any:
         return iter(self.readline, b"")
+
+
+class _ContinueInput:
+    """wsgi.input that answers a client's `Expect: 100-continue` as the app first reads it
+    (PEP 3333): uWSGI's HTTP sockets never do, and the client waits (curl: a second) before
+    it sends the body. An app that answers without reading sends no 100."""
+
+    def __init__(self, inner: Any, fd: int) -> None:
+        self._inner, self._fd = inner, fd
+
+    def _continue(self) -> None:
+        if self._fd >= 0:
+            fd, self._fd = self._fd, -1
+            with contextlib.suppress(OSError):
+                os.write(fd, b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def read(self, *args: Any) -> bytes:
+        self._continue()
+        data: bytes = self._inner.read(*args)
+        return data
+
+    def readline(self, *args: Any) -> bytes:
+        self._continue()
+        data: bytes = self._inner.readline(*args)
+        return data
+
+    def readlines(self, *args: Any) -> list[bytes]:
+        self._continue()
+        return list(self._inner.readlines(*args))
+
+    def __iter__(self) -> Any:
+        self._continue()
+        return iter(self._inner)
 
 
 # Request headers by which a proxy tells what the client sent, as WSGI environ keys. From a
@@ -586,8 +623,31 @@ def _too_many_or_too_large(environ: dict[str, Any]) -> bool:
                                            if isinstance(v, str))
 
 
+def _last_hop(environ: dict[str, Any], key: str) -> str:
+    """Take the value a proxy appended to a forwarded header (its last element) off it."""
+    values = [v.strip() for v in str(environ.pop(key, "")).split(",")]
+    if len(values) > 1:
+        environ[key] = ", ".join(values[:-1])
+    return values[-1]
+
+
+def _from_http_proxy(environ: dict[str, Any]) -> None:
+    """Behind Apache's mod_proxy_http on a UNIX socket, which only Apache can reach: the
+    connection says nothing of the client, Apache's X-Forwarded-* do (it appends to them,
+    and removes any a client sent unless it is a trusted proxy). Set the environ as
+    mod_proxy_uwsgi would have."""
+    environ["REMOTE_ADDR"] = _last_hop(environ, "HTTP_X_FORWARDED_FOR")
+    environ.pop("REMOTE_PORT", None)
+    for key in ("HTTP_X_FORWARDED_HOST", "HTTP_X_FORWARDED_SERVER"):
+        _last_hop(environ, key)
+    host = environ.get("HTTP_HOST", "")
+    name, sep, port = host.rpartition(":") if not host.endswith("]") else (host, "", "")
+    environ["SERVER_NAME"] = (name if sep else host) or environ.get("SERVER_NAME", "")
+    environ["SERVER_PORT"] = port if sep and port.isdigit() else "80"
+
+
 def server_quirks(app: WSGIApp, trusted_proxies: Sequence[str] = (),
-                  check_headers: bool = False) -> WSGIApp:
+                  check_headers: bool = False, http_proxied: bool = False) -> WSGIApp:
     """Make every server present the same request to the app.
 
     - With `check_headers` (where nothing before the app limits them), more than MAX_FIELDS
@@ -614,6 +674,8 @@ def server_quirks(app: WSGIApp, trusted_proxies: Sequence[str] = (),
             return _plain(start_response, "431 Request Header Fields Too Large",
                           f"more than {MAX_FIELDS} header fields, or one over {MAX_FIELD} "
                           "bytes", close=True)
+        if http_proxied:
+            _from_http_proxy(environ)
         environ.setdefault("SCRIPT_NAME", "")
         environ.pop("HTTP_CONTENT_TYPE", None)
         environ.pop("HTTP_CONTENT_LENGTH", None)
@@ -643,7 +705,12 @@ def server_quirks(app: WSGIApp, trusted_proxies: Sequence[str] = (),
 
             environ["wsgi.input"] = _UwsgiChunkedInput(uwsgi)
             environ["wsgi.input_terminated"] = True
-        if close_unframed:
+        if close_unframed:  # uWSGI's own http11-socket
+            if environ.get("HTTP_EXPECT", "").lower() == "100-continue":
+                import uwsgi  # only importable under uWSGI
+
+                environ["wsgi.input"] = _ContinueInput(environ["wsgi.input"],
+                                                       uwsgi.connection_fd())
             return _close_unframed(app, environ, start_response, draining)
         return app(environ, start_response)
 

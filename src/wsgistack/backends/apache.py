@@ -141,9 +141,8 @@ def command(plan: Plan, app_reload: tuple[int, str] | None = None) -> list[Proc]
 def requirements(plan: Plan, modules: list[str]) -> list[Requirement]:
     reqs = [Requirement("Apache httpd", "binary", binary(), "apt-get install apache2")]
     for name in ["mpm_event", "authz_core", "reqtimeout", "setenvif", "headers", *modules]:
-        package = "apache2" if name != "proxy_uwsgi" else "apache2 (it ships mod_proxy_uwsgi)"
         reqs.append(Requirement(f"mod_{name}", "file", f"{MODULES}/mod_{name}.so",
-                                f"apt-get install {package}"))
+                                "apt-get install apache2"))
     if plan.front_user:
         reqs.append(readable(plan.path("run"), plan.front_user, "the state dir", STATE_FIX))
     return reqs

@@ -1,9 +1,11 @@
-"""Apache httpd in front of uWSGI: mod_proxy_uwsgi to each service's UNIX socket.
+"""Apache httpd in front of uWSGI: mod_proxy_http to each service's uWSGI http-socket, on a
+UNIX socket.
 
-mod_proxy_uwsgi answers 411 to chunked request bodies, so
-services marked `upload` are proxied over HTTP instead, to a uWSGI http-socket
-(devstack's arrangement for Glance and Swift); Apache spools a chunked body and sends it
-with a Content-Length (`proxy-sendcl`), which every app can read.
+Not mod_proxy_uwsgi: it answers 411 to every chunked request body. Apache spools a chunked
+body and sends it with a Content-Length (`proxy-sendcl`), which every app can read
+(devstack's arrangement for Glance and Swift, here for every service). The entry sets
+REMOTE_ADDR, SERVER_NAME and SERVER_PORT from what Apache forwards (loader.py), as
+mod_proxy_uwsgi would have passed them.
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ ID = "apache+uwsgi"
 FRONT_END = True
 HOLDS_SLOW_CLIENTS = False
 SERVICE_PACKAGES: tuple[str, ...] = ()  # what a service's own venv must hold
-DESCRIPTION = "Apache httpd (mod_proxy_uwsgi) in front of uWSGI on UNIX sockets"
-MODULES = ["proxy", "proxy_uwsgi", "proxy_http", "env", "rewrite"]
+DESCRIPTION = "Apache httpd (mod_proxy_http) in front of uWSGI on UNIX sockets"
+MODULES = ["proxy", "proxy_http", "env", "rewrite"]
 
 
 def proxy(svc: ServicePlan) -> list[str]:
@@ -26,28 +28,22 @@ def proxy(svc: ServicePlan) -> list[str]:
     timeout = svc.config.timeout + 2  # after the entry's 504 and harakiri: a fallback
     # Apache appends the rest of the path to the target: `/identity` maps to `/identity`
     # (no trailing slash on either side), the root to `/`.
-    if svc.config.upload:
-        target = f"unix:{svc.socket}|http://{svc.name}{path}"
-        # uWSGI closes its HTTP socket after each answer (http-keepalive = false): a pooled
-        # connection Apache reused could be the one uWSGI just closed, and the request a 502.
-        extra = ["ProxyPreserveHost On", "SetEnv proxy-sendcl 1", "SetEnv proxy-nokeepalive 1"]
-    else:
-        target = f"unix:{svc.socket}|uwsgi://{svc.name}{path}"
-        extra = []
+    target = f"unix:{svc.socket}|http://{svc.name}{path}"
     return [
         f"<Location {q(path)}>",
         f"    ProxyPass {q(target)} retry=0 acquire=1 timeout={timeout}",
-        *("    " + e for e in extra),
+        "    SetEnv proxy-sendcl 1",
+        # uWSGI closes its HTTP socket after each answer (http-keepalive = false): a pooled
+        # connection Apache reused could be the one uWSGI just closed, and the request a 502.
+        "    SetEnv proxy-nokeepalive 1",
+        # Apache answers a client's `Expect: 100-continue` itself and spools the body:
+        # passed on, it waited for a 100 that uWSGI's http-socket never sends, and the
+        # upload hung until the proxy timeout.
+        "    Proxy100Continue Off",
         f"    LimitRequestBody {svc.config.max_body}",
         "    Require all granted",
         "</Location>",
     ]
-
-
-def listen(plan: Plan, svc: ServicePlan) -> list[str]:
-    if svc.config.upload:
-        return uwsgi.http_upload_listen(plan, svc)
-    return uwsgi.socket_listen(plan, svc)
 
 
 def render(plan: Plan) -> dict[str, str]:
@@ -55,9 +51,9 @@ def render(plan: Plan) -> dict[str, str]:
     for svc in reversed(apache.by_specificity(plan)):  # <Location>s: the most specific last
         body += proxy(svc)
     files = {
-        # mod_proxy_uwsgi (Debian 12's) passes the full path and no SCRIPT_NAME.
-        **entry_files(plan, mount=True, limits="entry, drained"),
-        **uwsgi.front_ini_files(plan, listen),
+        # Apache passes the full path: the entry splits the prefix off.
+        **entry_files(plan, mount=True, limits="entry, drained", http_proxied=True),
+        **uwsgi.front_ini_files(plan, uwsgi.http_listen),
         "conf/httpd.conf": apache.httpd_conf(plan, MODULES, body),
     }
     return files

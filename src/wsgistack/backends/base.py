@@ -82,7 +82,7 @@ class Backend(Protocol):
 
 
 def entry_files(plan: Plan, *, mount: bool, limits: str = "entry", own_timeout: bool = True,
-                check_headers: bool = False) -> dict[str, str]:
+                check_headers: bool = False, http_proxied: bool = False) -> dict[str, str]:
     """Entry files for every service, relative to the state dir.
 
     `mount`: the server passes the full path and no SCRIPT_NAME, so the entry splits the
@@ -94,6 +94,7 @@ def entry_files(plan: Plan, *, mount: bool, limits: str = "entry", own_timeout: 
     past `timeout` itself (uWSGI's harakiri, mod_wsgi's request-timeout, a second after the
     entry logged the stack); without one, the entry ends the worker after logging.
     `check_headers`: nothing before the app limits the number and size of header fields.
+    `http_proxied`: Apache's mod_proxy_http on a UNIX socket is the only client (loader.py).
     """
     files = {}
     for svc in plan.services:
@@ -105,7 +106,7 @@ def entry_files(plan: Plan, *, mount: bool, limits: str = "entry", own_timeout: 
             max_body=0 if limits == "front end" else cfg.max_body,
             drain_refused=limits == "entry, drained", timeout=cfg.timeout,
             end_on_timeout=not own_timeout, check_headers=check_headers,
-            trusted_proxies=plan.trusted_proxies,
+            trusted_proxies=plan.trusted_proxies, http_proxied=http_proxied,
         )
         files[entry_file(svc)] = entry.render(spec)
     return files

@@ -101,8 +101,8 @@ def socket_listen(plan: Plan, svc: ServicePlan) -> list[str]:
     return [f"socket = {quoting.ini(svc.socket)}", *_socket_access(plan, svc)]
 
 
-def http_upload_listen(plan: Plan, svc: ServicePlan) -> list[str]:
-    """An HTTP socket for upload services behind Apache (devstack's path for Glance)."""
+def http_listen(plan: Plan, svc: ServicePlan) -> list[str]:
+    """An HTTP socket on the service's UNIX socket, for Apache's mod_proxy_http."""
     return [
         f"http-socket = {quoting.ini(svc.socket)}",
         *_socket_access(plan, svc),
