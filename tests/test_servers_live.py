@@ -97,7 +97,7 @@ def test_example_stack_under_every_backend(shared_stack, backend):
 
 def test_check_shows_all_backends_agreeing(shared_stack):
     shared_stack.write(MANIFEST.format(port=free_port(), fixtures=shared_stack.root))
-    res = shared_stack.cli("check", "probe", "--backends", "all")
+    res = shared_stack.cli("check", "probe", "--backends", "all", "--base-port", str(free_port()))
     assert res.code == 0, res.out + res.err
     rows = res.out.splitlines()
     assert rows[0].split() == ["check", *BACKENDS]
@@ -113,12 +113,34 @@ def test_check_shows_all_backends_agreeing(shared_stack):
     assert all(v.startswith(("holds", "starved")) for v in verdicts.values()), verdicts
 
 
+def test_check_of_a_real_app_with_rows_of_its_own(shared_stack):
+    """Another app than the probe: the probe's rows say n/a (a 404 is no agreement), the
+    user's --path rows are compared, and --strict adds the PEP 3333 validator's row."""
+    body = shared_stack.root / "body.json"
+    body.write_text('{"x": 1}')
+    shared_stack.write(MANIFEST.format(port=free_port(), fixtures=shared_stack.root / "fixtures"))
+    res = shared_stack.cli("check", "api", "--backends", "granian,uwsgi,mod_wsgi", "--strict",
+                           "--base-port", str(free_port()), "--path", "GET /x?y=1",
+                           "--path", f"post /x @{body}")
+    assert res.code == 0, res.out + res.err
+    rows = {re.split(r"\s{2,}", r)[1]: re.split(r"\s{2,}", r) for r in res.out.splitlines()[1:]}
+    assert rows["SCRIPT_NAME PATH_INFO"] == ["n/a", "SCRIPT_NAME PATH_INFO", "-", "-", "-"]
+    for name in ("GET /x?y=1", f"POST /x @{body}"):
+        assert rows[name][0] == "same" and rows[name][2].startswith("HTTP 200, application/json")
+    assert rows["PEP 3333 validator"] == ["same", "PEP 3333 validator", *["HTTP 200"] * 3]
+    bad = shared_stack.cli("check", "api", "--path", "GET")
+    assert bad.code == 2 and bad.err.strip() == (
+        "wsgistack: error: --path 'GET': write it as \"METHOD /PATH\" or \"METHOD /PATH "
+        "@BODYFILE\", the path under the service's prefix")
+
+
 def test_check_reports_a_diverging_backend(shared_stack):
     """A service whose behaviour depends on the server: the check must say so."""
     shared_stack.write(MANIFEST.format(port=free_port(), fixtures=shared_stack.root)
                        + '\n[services.soft]\napp = "sampleapp:application"\n'
                        f'python_path = ["{shared_stack.root / "fixtures"}"]\n')
-    res = shared_stack.cli("check", "probe", "--backends", "granian,mod_wsgi")
+    res = shared_stack.cli("check", "probe", "--backends", "granian,mod_wsgi", "--base-port",
+                           str(free_port()))
     assert res.code == 0, res.err
     # The server itself differs: reported as info, never as agreement on behaviour.
     assert "info  SERVER_SOFTWARE" in res.out

@@ -1,7 +1,8 @@
 """`wsgistack check`: one service under each backend, the same requests, side by side.
 
-Each backend runs the service alone (its own state dir, a free port), with wsgiref's PEP 3333
-validator in front of the app. Rows marked `info` describe the server and are not compared.
+Each backend runs the service alone (its own state dir, ports from the manifest's base_port
++ 100 or --base-port). Rows marked `info` describe the server and are not compared; the
+probe's own rows (`n/a` for another app) and the user's `--path` rows are.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from wsgistack import plan as plans
 from wsgistack import runtime
 from wsgistack.backends import BACKENDS
 from wsgistack.errors import ServerError, WsgistackError
-from wsgistack.lifecycle.preflight import free_ports
 from wsgistack.manifest import Manifest
 
 UPLOAD = 5 * 1024 * 1024
@@ -173,81 +173,154 @@ def _outside(t: Target) -> str:
     return "refused" if status in (403, 404) else f"HTTP {status}"
 
 
-Check = tuple[str, bool, Callable[[Target], str]]
+@dataclass(frozen=True)
+class Check:
+    name: str
+    kind: str  # "same": compared; "info": shown only; "probe": compared when it is the probe
+    run: Callable[[Target], str]
+
+
+@dataclass(frozen=True)
+class PathCheck:
+    """A request of the user's own (`--path "METHOD PATH [@BODYFILE]"`): its status, type
+    and size are compared."""
+
+    method: str
+    path: str
+    body_file: str = ""
+
+    @classmethod
+    def parse(cls, text: str) -> PathCheck:
+        parts = text.split()
+        if len(parts) not in (2, 3) or not parts[1].startswith("/") or (
+                len(parts) == 3 and not parts[2].startswith("@")):
+            raise ServerError(f"--path '{text}': write it as \"METHOD /PATH\" or \"METHOD /PATH "
+                              "@BODYFILE\", the path under the service's prefix")
+        body_file = parts[2][1:] if len(parts) == 3 else ""
+        if body_file and not Path(body_file).is_file():
+            raise ServerError(f"--path '{text}': no such file {body_file}")
+        return cls(parts[0].upper(), parts[1], body_file)
+
+    @property
+    def label(self) -> str:
+        return f"{self.method} {self.path}" + (f" @{self.body_file}" if self.body_file else "")
+
+    def __call__(self, t: Target) -> str:
+        body = Path(self.body_file).read_bytes() if self.body_file else None
+        conn = t.conn()
+        try:
+            conn.request(self.method, t.prefix + self.path, body=body)
+            resp = conn.getresponse()
+            data = resp.read()
+        except (OSError, http.client.HTTPException) as exc:
+            return type(exc).__name__
+        finally:
+            conn.close()
+        kind = (resp.getheader("Content-Type") or "-").split(";")[0]
+        return f"HTTP {resp.status}, {kind}, {len(data)} B"
+
+
+def _is_probe(t: Target) -> bool:
+    doc = _echo(t)
+    return isinstance(doc, dict) and "body_sha256" in doc
+
+
 CHECKS: list[Check] = [
-    ("GET prefix/", True, lambda t: f"HTTP {_request(t, 'GET', '/')[0]}"),
-    ("SCRIPT_NAME PATH_INFO", True, lambda t: _field(_echo(t, "/a/b%20c"), "SCRIPT_NAME",
-                                                     "PATH_INFO")),
-    ("QUERY_STRING", True, lambda t: _field(_echo(t, "/q?x=1&y=%20"), "QUERY_STRING")),
-    ("HTTP_HOST as sent", True, lambda t: str(
+    Check("GET prefix/", "same", lambda t: f"HTTP {_request(t, 'GET', '/')[0]}"),
+    Check("SCRIPT_NAME PATH_INFO", "probe", lambda t: _field(_echo(t, "/a/b%20c"), "SCRIPT_NAME",
+                                                            "PATH_INFO")),
+    Check("QUERY_STRING", "probe", lambda t: _field(_echo(t, "/q?x=1&y=%20"), "QUERY_STRING")),
+    Check("HTTP_HOST as sent", "probe", lambda t: str(
         _field(_echo(t), "HTTP_HOST") == f"{t.host}:{t.port}")),
-    ("absolute link", True, lambda t: _field(_echo(t), "application_uri").replace(
+    Check("absolute link", "probe", lambda t: _field(_echo(t), "application_uri").replace(
         f"{t.host}:{t.port}", "HOST")),
-    ("Authorization passed", True, lambda t: _field(
+    Check("Authorization passed", "probe", lambda t: _field(
         _echo(t, headers={"Authorization": "Bearer s3cr3t"}), "HTTP_AUTHORIZATION")),
-    ("X-Forwarded-Proto: https", True, lambda t: _field(
+    Check("X-Forwarded-Proto: https", "probe", lambda t: _field(
         _echo(t, headers={"X-Forwarded-Proto": "https"}), "HTTP_X_FORWARDED_PROTO",
         "wsgi.url_scheme")),
-    ("5 MiB upload, Content-Length", True, lambda t: _upload(t, chunked=False)),
-    ("5 MiB upload, chunked", True, lambda t: _upload(t, chunked=True)),
-    ("8 MiB streamed response", True, _stream),
-    ("body over the limit", True, _over_limit),
-    ("keep-alive", True, _keepalive),
-    ("outside the prefix", True, lambda t: _outside(t)),
-    ("PEP 3333 validator", True, lambda t: f"HTTP {_request(t, 'GET', '/status/204')[0]}"),
-    ("wsgi.multiprocess/thread", False, lambda t: _field(_echo(t), "wsgi.multiprocess",
-                                                          "wsgi.multithread")),
-    ("slow clients", False, _slow_clients),
-    ("SERVER_SOFTWARE", False, lambda t: _field(_echo(t), "server_software") or "-"),
+    Check("5 MiB upload, Content-Length", "probe", lambda t: _upload(t, chunked=False)),
+    Check("5 MiB upload, chunked", "probe", lambda t: _upload(t, chunked=True)),
+    Check("8 MiB streamed response", "probe", _stream),
+    Check("body over the limit", "same", _over_limit),
+    Check("keep-alive", "same", _keepalive),
+    Check("outside the prefix", "same", lambda t: _outside(t)),
+    Check("wsgi.multiprocess/thread", "info", lambda t: _field(
+        _echo(t), "wsgi.multiprocess", "wsgi.multithread")),
+    Check("slow clients", "info", _slow_clients),
+    Check("SERVER_SOFTWARE", "info", lambda t: _field(_echo(t), "server_software") or "-"),
 ]
+# With --strict: wsgiref's PEP 3333 validator in front of the app, as a row of its own (it
+# also fails legal apps: never part of a plain check, never a failed start).
+STRICT = Check("PEP 3333 validator", "same", lambda t: f"HTTP {_request(t, 'GET', '/')[0]}")
+CHECK_PORT_OFFSET = 100  # from the manifest's base_port: clear of the stack's own ports
 
 
-def run_one(m: Manifest, service: str, backend: str) -> dict[str, str]:
+def checks(paths: list[PathCheck], strict: bool) -> list[Check]:
+    return [*CHECKS, *([STRICT] if strict else []),
+            *(Check(p.label, "same", p) for p in paths)]
+
+
+def run_one(m: Manifest, service: str, backend: str, rows: list[Check],
+            base_port: int, strict: bool) -> dict[str, str]:
     """Bring `service` up alone under `backend`, run every check, stop it."""
     svc = m.service(service)
     svc = dataclasses.replace(
-        svc, port=0, max_body=LIMIT, env={**svc.env, "WSGISTACK_VALIDATE": "1"},
-        processes=min(svc.processes, 2))
+        svc, port=0, max_body=LIMIT, processes=min(svc.processes, 2),
+        env={**svc.env, **({"WSGISTACK_VALIDATE": "1"} if strict else {})})
     alone = dataclasses.replace(
         m, services=(svc,),
-        stack=dataclasses.replace(m.stack, base_port=free_ports(), host="127.0.0.1"))
+        stack=dataclasses.replace(m.stack, base_port=base_port, host="127.0.0.1"))
     p = plans.build(alone, backend, state=Path(m.state_path, "check", backend.replace("+", "-")))
-    running = runtime.up(p, lambda _m: None)
+    try:
+        running = runtime.up(p, lambda _m: None)
+    except WsgistackError as exc:  # its logs are the check stack's, not the stack's
+        raise ServerError(f"{exc} (logs: {p.state}/logs/)") from None
     try:
         url = urlsplit(p.services[0].public_url)
         target = Target(url.hostname or "127.0.0.1", url.port or 80, svc.prefix)
-        return {name: fn(target) for name, _, fn in CHECKS}
+        probe = _is_probe(target)
+        return {c.name: c.run(target) if probe or c.kind != "probe" else "-" for c in rows}
     finally:
         runtime.stop_stack(p.state, running)
 
 
-def run(m: Manifest, service: str, backends: list[str],
-        progress: Callable[[str], None]) -> tuple[dict[str, dict[str, str]], dict[str, str]]:
+def run(m: Manifest, service: str, backends: list[str], progress: Callable[[str], None],
+        paths: list[PathCheck] | None = None, strict: bool = False, base_port: int = 0,
+        ) -> tuple[dict[str, dict[str, str]], dict[str, str]]:
     """Results per backend, and the backends that could not run with the reason."""
     m.service(service)
+    rows = checks(paths or [], strict)
     results: dict[str, dict[str, str]] = {}
     skipped: dict[str, str] = {}
     for backend in backends:
         progress(f"checking {service} under {backend}")
         try:
-            results[backend] = run_one(m, service, backend)
+            results[backend] = run_one(m, service, backend, rows,
+                                       base_port or m.stack.base_port + CHECK_PORT_OFFSET, strict)
         except WsgistackError as exc:
             skipped[backend] = str(exc)
     return results, skipped
 
 
-def diverging(results: dict[str, dict[str, str]]) -> list[str]:
-    return [name for name, compared, _ in CHECKS
-            if compared and len({r[name] for r in results.values()}) > 1]
+def diverging(results: dict[str, dict[str, str]], rows: list[Check]) -> list[str]:
+    return [c.name for c in rows
+            if c.kind != "info" and len({r[c.name] for r in results.values()}) > 1]
 
 
-def matrix(results: dict[str, dict[str, str]]) -> list[list[str]]:
-    differ = set(diverging(results))
-    rows = []
-    for name, compared, _ in CHECKS:
-        mark = "DIFF" if name in differ else ("info" if not compared else "same")
-        rows.append([mark, name, *(results[b][name] for b in results)])
-    return rows
+def matrix(results: dict[str, dict[str, str]], rows: list[Check]) -> list[list[str]]:
+    differ = set(diverging(results, rows))
+    table = []
+    for c in rows:
+        values = [results[b][c.name] for b in results]
+        if c.kind == "info":
+            mark = "info"
+        elif c.name in differ:
+            mark = "DIFF"
+        else:
+            mark = "n/a" if set(values) == {"-"} else "same"  # the probe's rows, another app
+        table.append([mark, c.name, *values])
+    return table
 
 
 def select(spec: str) -> list[str]:

@@ -244,13 +244,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     m = _load(args)
     _plan(args, m)  # the manifest's secrets are masked in what the checks print
+    paths = [check.PathCheck.parse(text) for text in args.path]
     results, skipped = check.run(m, args.service, check.select(args.backends),
-                                 lambda msg: _say(f"  {msg}"))
+                                 lambda msg: _say(f"  {msg}"), paths, args.strict,
+                                 args.base_port or 0)
+    rows = check.checks(paths, args.strict)
     if results:
-        _show(table(check.matrix(results), ("", "check", *results)))
+        _show(table(check.matrix(results, rows), ("", "check", *results)))
     for backend, why in skipped.items():
         _show(f"{backend}: could not run: {why}")
-    differ = check.diverging(results)
+    differ = check.diverging(results, rows)
     if differ:
         _say(f"backends diverge on: {', '.join(differ)}")
     elif results:
@@ -336,6 +339,13 @@ def parser() -> argparse.ArgumentParser:
     p = add("check", cmd_check, "run one service under each backend and compare, side by side")
     p.add_argument("service")
     p.add_argument("--backends", default="all", help="'all' or a comma-separated list")
+    p.add_argument("--path", action="append", default=[], metavar="'METHOD /PATH [@FILE]'",
+                   help="a request of your own, compared too (repeatable; @FILE: its body)")
+    p.add_argument("--strict", action="store_true",
+                   help="put wsgiref's PEP 3333 validator in front of the app, as a row")
+    p.add_argument("--base-port", type=_port,
+                   help=f"ports to use (default: the manifest's base_port + "
+                        f"{check.CHECK_PORT_OFFSET})")
     p = add("audit", cmd_audit, "review source trees: can each project's API be deployed via "
             "WSGI, and what blocks it (static reading, no import)")
     p.add_argument("paths", nargs="*", metavar="DIR", help="source trees (checkouts, sdists)")
