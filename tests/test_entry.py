@@ -1,9 +1,15 @@
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import http.client
 import json
+import socket
 import subprocess
 import sys
+import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -78,24 +84,61 @@ def test_entry_check_reports_import_error_in_one_line(tmp_path):
                            "No module named 'no_such_dependency_xyz'\n")
 
 
-@pytest.mark.live
-def test_entry_runs_as_a_command_with_app_args(tmp_path):
-    out = write_entry(tmp_path, "sampleapp:application", "--python-path", str(FIXTURES),
-                      "--prefix", "/api")
+def _answering(port: int, proc: subprocess.Popen[str], path: str = "/") -> bool:
+    """Readiness: the server answers (anything) on its port, or has exited."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+@contextlib.contextmanager
+def serving(out: Path, *argv: str, isolated: bool = False) -> Iterator[int]:
+    """The entry run as a command; `isolated` (python -S): no site-packages, so no granian."""
     port = free_port()
     with subprocess.Popen(
-        [sys.executable, str(out), "--host", "127.0.0.1", "--port", str(port), "--",
-         "--debug"], stderr=subprocess.PIPE, text=True) as proc:
+        [sys.executable, *(["-S"] if isolated else []), str(out), "--host", "127.0.0.1",
+         "--port", str(port), *argv], stderr=subprocess.PIPE, text=True) as proc:
         try:
-            assert proc.stderr is not None
-            # The server prints its banner once it is listening: the readiness signal.
-            assert proc.stderr.readline().startswith("serving myapi (sampleapp:application) on ")
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/x") as resp:
-                doc = json.loads(resp.read())
-            assert doc["argv"] == ["myapi", "--debug"]
-            assert doc["link"] == f"http://127.0.0.1:{port}/api/v1"
+            assert _answering(port, proc), proc.stderr.read() if proc.stderr else ""
+            yield port
         finally:
             proc.terminate()
+            proc.wait(10)
+
+
+@pytest.mark.live
+@pytest.mark.parametrize("isolated", [False, True], ids=["granian", "wsgiref"])
+def test_entry_runs_as_a_command_with_app_args(tmp_path, isolated):
+    out = write_entry(tmp_path, "sampleapp:application", "--python-path", str(FIXTURES),
+                      "--prefix", "/api")
+    with serving(out, "--", "--debug", isolated=isolated) as port:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/x") as resp:
+            doc = json.loads(resp.read())
+        assert doc["argv"] == ["myapi", "--debug"]
+        assert doc["link"] == f"http://127.0.0.1:{port}/api/v1"
+
+
+@pytest.mark.live
+@pytest.mark.parametrize("isolated", [False, True], ids=["granian", "wsgiref"])
+def test_entry_as_a_command_frames_request_bodies(tmp_path, isolated):
+    """Chunked, with a length, with Expect: 100-continue, to an app that reads to EOF."""
+    out = write_entry(tmp_path, "readall:application", "--python-path", str(FIXTURES))
+    body = bytes(range(256)) * 8192
+    with serving(out, isolated=isolated) as port:
+        for chunked, expect in ((False, False), (True, False), (True, True), (False, True)):
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            headers = {"Expect": "100-continue"} if expect else {}
+            conn.request("POST", "/", body=iter([body[:1000], body[1000:]]) if chunked else body,
+                         headers=headers, encode_chunked=chunked)
+            doc = json.loads(conn.getresponse().read())
+            conn.close()
+            assert (doc["length"], doc["sha256"]) == (
+                len(body), hashlib.sha256(body).hexdigest()), (chunked, expect)
 
 
 def test_render_refuses_a_bad_spec():

@@ -23,6 +23,9 @@ _LOADER_SOURCE = Path(loader.__file__).read_text(encoding="utf-8")
 # The loader's own docstring and __future__ import open the file; everything after them is
 # appended to a header of our own so the generated file still starts with a valid __future__.
 _LOADER_BODY = _LOADER_SOURCE.split("from __future__ import annotations\n", 1)[1]
+# How an entry run as a command serves (standalone.py), after the loader whose names it uses.
+_STANDALONE_BODY = (Path(__file__).parent / "standalone.py").read_text(encoding="utf-8").split(
+    "# ---- copied into entries from here ----\n", 1)[1]
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,8 @@ def get_application(args=None):
     global _app
     with _lock:
         if _app is None:
+            if args is None and "WSGISTACK_APP_ARGS" in os.environ:  # granian's worker
+                args = os.environ.pop("WSGISTACK_APP_ARGS").split("\\0")
             built = load_app(
                 SPEC, argv0=NAME, args=ARGS if args is None else args, env=ENV,
                 python_path=PYTHON_PATH, working_dir=WORKING_DIR,
@@ -92,26 +97,6 @@ def get_application(args=None):
                                      TIMEOUT, END_ON_TIMEOUT)
             _app = server_quirks(limited, TRUSTED_PROXIES, CHECK_HEADERS, HTTP_PROXIED)
     return _app
-
-
-def _serve(host, port, app):
-    from socketserver import ThreadingMixIn
-    from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
-
-    class _Server(ThreadingMixIn, WSGIServer):
-        daemon_threads = True
-
-    class _Quiet(WSGIRequestHandler):
-        def log_message(self, fmt, *a):
-            sys.stderr.write("%s %s\\n" % (self.address_string(), fmt % a))
-
-    server = make_server(host, port, app, server_class=_Server, handler_class=_Quiet)
-    sys.stderr.write("serving %s (%s) on http://%s:%d%s/\\n" % (NAME, SPEC, host, port, MOUNT))
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    return 0
 
 
 def main(argv=None):
@@ -133,7 +118,8 @@ def main(argv=None):
     if opts.check:
         sys.stdout.write("ok: %s loads %r\\n" % (SPEC, app))
         return 0
-    return _serve(opts.host, opts.port, app)
+    banner = "serving %s (%s) on http://%s:%d%s/" % (NAME, SPEC, opts.host, opts.port, MOUNT)
+    return serve(__file__, app_args, opts.host, opts.port, banner, lambda _args: app)
 
 
 if __name__ == "__main__":
@@ -161,7 +147,7 @@ def render(spec: EntrySpec) -> str:
         end_on_timeout=spec.end_on_timeout, check_headers=spec.check_headers,
         http_proxied=spec.http_proxied,
     )
-    return header + _LOADER_BODY + runner
+    return header + _LOADER_BODY + _STANDALONE_BODY + runner
 
 
 def write_checked(spec: EntrySpec, output: Path, python: str = sys.executable) -> None:

@@ -476,23 +476,24 @@ def _plain(start_response: Callable[..., Any], status: str, text: str,
     return [body]
 
 
-class _UwsgiChunkedInput:
-    """wsgi.input over uWSGI's chunked-input API, which its HTTP sockets need for chunked
-    request bodies (their plain wsgi.input sees nothing)."""
+class _ChunkedInput:
+    """wsgi.input over a source of body pieces that returns b"" at the end: uWSGI's
+    chunked-input API, which its HTTP sockets need for chunked bodies (their plain
+    wsgi.input sees nothing), or a decoder of HTTP/1.1 chunks (standalone.py)."""
 
-    def __init__(self, uwsgi: Any) -> None:
-        self._uwsgi = uwsgi
+    def __init__(self, next_piece: Callable[[], bytes]) -> None:
+        self._next = next_piece
         self._buffer = b""
         self._done = False
 
     def _fill(self, size: int) -> None:
         while not self._done and (size < 0 or len(self._buffer) < size):
-            chunk = self._uwsgi.chunked_read()
+            chunk = self._next()
             if not chunk:
                 self._done = True
             self._buffer += chunk
 
-    def read(self, size: int = -1) -> bytes:
+    def read(self, size: int | None = -1) -> bytes:
         self._fill(size if size is not None else -1)
         if size is None or size < 0:
             size = len(self._buffer)
@@ -703,7 +704,7 @@ def server_quirks(app: WSGIApp, trusted_proxies: Sequence[str] = (),
         if chunked and "uwsgi.version" in environ:
             import uwsgi  # only importable under uWSGI
 
-            environ["wsgi.input"] = _UwsgiChunkedInput(uwsgi)
+            environ["wsgi.input"] = _ChunkedInput(uwsgi.chunked_read)
             environ["wsgi.input_terminated"] = True
         if close_unframed:  # uWSGI's own http11-socket
             if environ.get("HTTP_EXPECT", "").lower() == "100-continue":

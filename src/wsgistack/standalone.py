@@ -1,0 +1,132 @@
+"""An entry run as a command (`python ENTRY.py --host H --port P`): served by granian, the
+embedded default, when it is installed, else by the standard library's wsgiref.
+
+wsgiref alone hands the app the raw socket as wsgi.input: a chunked body arrived still
+chunked, an app that read to EOF waited for ever (the client waits for the answer), and
+`Expect: 100-continue` went unanswered. The handler here frames bodies as HTTP/1.1 says.
+What follows the marker below is copied into every entry after the loader, whose names
+(_ChunkedInput, _ContinueInput) it uses; it stays standard-library only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from typing import Any
+
+from wsgistack.loader import WSGIApp, _ChunkedInput, _ContinueInput
+
+# ---- copied into entries from here ----
+MAX_CHUNK_LINE = 4096
+
+
+class _BoundedInput:
+    """wsgi.input that ends with the declared body: read() gives b"" after CONTENT_LENGTH
+    bytes, where the socket would wait for more."""
+
+    def __init__(self, stream: Any, length: int) -> None:
+        self._stream, self._left = stream, length
+
+    def read(self, size: int | None = -1) -> bytes:
+        want = self._left if size is None or size < 0 else min(size, self._left)
+        data: bytes = self._stream.read(want) if want else b""
+        self._left -= len(data)
+        return data
+
+    def readline(self, size: int = -1) -> bytes:
+        want = self._left if size is None or size < 0 else min(size, self._left)
+        data: bytes = self._stream.readline(want) if want else b""
+        self._left -= len(data)
+        return data
+
+    def readlines(self, hint: int = -1) -> list[bytes]:
+        return list(iter(self.readline, b""))
+
+    def __iter__(self) -> Any:
+        return iter(self.readline, b"")
+
+
+def _chunk_reader(stream: Any) -> Any:
+    """The pieces of a chunked body, b"" after the last (its trailers read and dropped)."""
+    def next_piece() -> bytes:
+        line = stream.readline(MAX_CHUNK_LINE)
+        size = int(line.split(b";", 1)[0].strip() or b"0", 16)
+        if size == 0:
+            while stream.readline(MAX_CHUNK_LINE) not in (b"\r\n", b"\n", b""):
+                pass  # trailers
+            return b""
+        data: bytes = stream.read(size)
+        stream.readline(MAX_CHUNK_LINE)  # the CRLF after the data
+        return data
+
+    return next_piece
+
+
+def framed_input(environ: dict[str, Any], rfile: Any, wfile_fd: int) -> Any:
+    """The request body as the app should read it, per its framing; answers `Expect:
+    100-continue` as the app first reads."""
+    if "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
+        environ.pop("CONTENT_LENGTH", None)
+        environ["wsgi.input_terminated"] = True
+        stream: Any = _ChunkedInput(_chunk_reader(rfile))
+    else:
+        length = environ.get("CONTENT_LENGTH") or "0"
+        stream = _BoundedInput(rfile, int(length) if length.isdigit() else 0)
+    if environ.get("HTTP_EXPECT", "").lower() == "100-continue":
+        stream = _ContinueInput(stream, wfile_fd)
+    return stream
+
+
+def serve_wsgiref(app: WSGIApp, host: str, port: int, banner: str) -> None:
+    from socketserver import ThreadingMixIn
+    from wsgiref.simple_server import ServerHandler, WSGIRequestHandler, WSGIServer, make_server
+
+    class Server(ThreadingMixIn, WSGIServer):
+        daemon_threads = True
+
+    class Handler(WSGIRequestHandler):
+        def handle(self) -> None:  # wsgiref's own, with the body framed
+            self.raw_requestline = self.rfile.readline(65537)
+            if len(self.raw_requestline) > 65536:
+                self.send_error(414)
+                return
+            if not self.parse_request():
+                return
+            environ = self.get_environ()
+            stdin = framed_input(environ, self.rfile, self.connection.fileno())
+            handler = ServerHandler(stdin, self.wfile, self.get_stderr(),  # type: ignore[arg-type]
+                                    environ, multithread=True)
+            handler.request_handler = self  # type: ignore[attr-defined]
+            handler.run(self.server.get_app())  # type: ignore[attr-defined]
+
+        def log_message(self, fmt: str, *args: Any) -> None:
+            sys.stderr.write(f"{self.address_string()} {fmt % args}\n")
+
+    server = make_server(host, port, app, server_class=Server, handler_class=Handler)
+    sys.stderr.write(f"{banner} (wsgiref)\n")
+    sys.stderr.flush()
+    with contextlib.suppress(KeyboardInterrupt):
+        server.serve_forever()
+
+
+def serve(entry_file: str, app_args: list[str] | None, host: str, port: int, banner: str,
+          build: Any) -> int:
+    """granian when it is installed (its workers import the entry again: the app's own
+    arguments reach them through WSGISTACK_APP_ARGS), else wsgiref in this process."""
+    try:
+        from granian import Granian  # type: ignore[import-not-found,unused-ignore]
+        from granian.constants import Interfaces  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        serve_wsgiref(build(app_args), host, port, banner)
+        return 0
+    if app_args is not None:
+        os.environ["WSGISTACK_APP_ARGS"] = "\0".join(app_args)
+    module = os.path.splitext(os.path.basename(entry_file))[0]
+    sys.stderr.write(f"{banner} (granian)\n")
+    sys.stderr.flush()
+    from pathlib import Path
+
+    Granian(f"{module}:application", address=host, port=port, interface=Interfaces.WSGI,
+            workers=1, working_dir=Path(entry_file).resolve().parent).serve()
+    return 0
