@@ -8,6 +8,7 @@ import contextlib
 import hashlib
 import http.client
 import json
+import shutil
 import socket
 import tempfile
 import time
@@ -128,3 +129,41 @@ def test_a_client_that_gives_up_mid_body_frees_the_worker(probe):
         conn.request("GET", "/probe/status/200")
         assert conn.getresponse().status == 200, backend
         conn.close()
+
+
+def test_static_files_are_served_before_the_app(tmp_path_factory):
+    """`static` on every backend: by the front end, granian's mount, uWSGI's static-map or
+    WhiteNoise (gunicorn); the app still answers the rest of the prefix."""
+    root = Path(tempfile.mkdtemp(prefix="wsgistack-static-", dir="/tmp"))
+    root.chmod(0o755)
+    (root / "assets").mkdir(mode=0o755)
+    (root / "assets" / "hello.txt").write_text("hello, static\n")
+    (root / "assets" / "hello.txt").chmod(0o644)
+    stack = Stack(root)
+    try:
+        for backend in sorted(BACKENDS):
+            port = free_port()
+            stack.write(MANIFEST.format(port=port) + 'static = { "/static" = "assets" }\n')
+            res = stack.cli("up", "--detach", "--backend", backend)
+            assert res.code == 0, res.err
+            try:
+                got = {}
+                for path in ("/probe/static/hello.txt", "/probe/static/nothing.txt",
+                             "/probe/status/200"):
+                    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+                    conn.request("GET", path)
+                    resp = conn.getresponse()
+                    got[path] = (resp.status, resp.read())
+                    conn.close()
+                assert got["/probe/static/hello.txt"] == (200, b"hello, static\n"), backend
+                assert got["/probe/static/nothing.txt"][0] == 404, backend
+                assert got["/probe/status/200"] == (200, b""), backend
+            finally:
+                assert stack.cli("down").code == 0
+        stack.write(MANIFEST.format(port=free_port()) + 'static = { "/static" = "nowhere" }\n')
+        res = stack.cli("up", "--detach")
+        assert res.code == 2 and res.err.strip().endswith(
+            f"services.probe.static: {root / 'nowhere'} (for /static) is not a directory; "
+            "create it or fix the setting")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

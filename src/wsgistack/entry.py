@@ -48,6 +48,10 @@ class EntrySpec:
     # Behind Apache's mod_proxy_http on a UNIX socket: the client's address is the last
     # X-Forwarded-For, the server's name and port those of the Host header.
     http_proxied: bool = False
+    # (URL path under the prefix, directory): kept from the app (loader.serve_static), and
+    # served with WhiteNoise where no server does (gunicorn).
+    static: Sequence[tuple[str, str]] = ()
+    static_whitenoise: bool = False
 
 
 def module_name(service: str) -> str:
@@ -73,6 +77,8 @@ TIMEOUT = {timeout!r}
 END_ON_TIMEOUT = {end_on_timeout!r}
 CHECK_HEADERS = {check_headers!r}
 HTTP_PROXIED = {http_proxied!r}
+STATIC = {static!r}
+STATIC_WHITENOISE = {static_whitenoise!r}
 TRUSTED_PROXIES = {trusted_proxies!r}
 
 _lock = _threading.Lock()
@@ -93,6 +99,8 @@ def get_application(args=None):
             if os.environ.get("WSGISTACK_VALIDATE"):  # `wsgistack check`: PEP 3333 checks
                 from wsgiref.validate import validator
                 built = validator(built)
+            if STATIC:
+                built = serve_static(built, STATIC, STATIC_WHITENOISE)
             limited = watch_requests(limit_body(mount(built, MOUNT), MAX_BODY, DRAIN_REFUSED),
                                      TIMEOUT, END_ON_TIMEOUT)
             _app = server_quirks(limited, TRUSTED_PROXIES, CHECK_HEADERS, HTTP_PROXIED)
@@ -145,7 +153,8 @@ def render(spec: EntrySpec) -> str:
         max_body=spec.max_body, trusted_proxies=list(spec.trusted_proxies),
         drain_refused=spec.drain_refused, timeout=spec.timeout,
         end_on_timeout=spec.end_on_timeout, check_headers=spec.check_headers,
-        http_proxied=spec.http_proxied,
+        http_proxied=spec.http_proxied, static=[tuple(s) for s in spec.static],
+        static_whitenoise=spec.static_whitenoise,
     )
     return header + _LOADER_BODY + _STANDALONE_BODY + runner
 

@@ -136,6 +136,12 @@ class ServiceConfig:
     upload: bool = setting(
         False, "The service takes large or chunked uploads: front ends stream bodies to it."
     )
+    static: Mapping[str, str] = setting(
+        {}, "Static files: URL path under the prefix (`/static`) = directory (relative to the "
+        "manifest; `${variables}` allowed). Served by the front end (Apache `Alias`, nginx "
+        "`location`), granian's static mount or uWSGI's `static-map`; under gunicorn by "
+        "WhiteNoise, which the service's venv must hold."
+    )
     user: str = setting("", "User this service runs as, instead of `[stack] user`.")
     group: str = setting("", "Group this service runs in, instead of `[stack] group`.")
     env_files: tuple[str, ...] = setting(

@@ -91,6 +91,8 @@ class ServicePlan:
     base_env: Mapping[str, str]
     secrets: frozenset[str] = frozenset()  # values never to be shown
     provision: Provision = Provision()
+    # (URL path, directory): the path under the prefix, from its `/`; the directory absolute.
+    static: tuple[tuple[str, str], ...] = ()
 
     @property
     def user(self) -> str:
@@ -241,6 +243,18 @@ def _provision(manifest: Manifest, svc: ServiceConfig, variables: Variables,
         setup=setup, variables=variables)
 
 
+def _static(manifest: Manifest, svc: ServiceConfig, variables: Variables
+            ) -> Iterator[tuple[str, str]]:
+    for path, directory in svc.static.items():
+        key = f"services.{svc.name}.static"
+        if not path.startswith("/") or path.rstrip("/") == "" or any(
+                c in path for c in ' "\'\\$;{}'):
+            raise ManifestError(manifest.path, key, f"'{path}' is not a URL path under the "
+                                "prefix; write it like \"/static\"")
+        where = substitute(directory, variables, manifest.path, f"{key}.{path}")
+        yield path.rstrip("/"), str((manifest.root / where).absolute())
+
+
 def _catalog(stack: str, backend: str, services: list[ServicePlan]) -> str:
     """What the catalog app lists, passed to every service in its environment."""
     return json.dumps({
@@ -309,6 +323,7 @@ def _service(manifest: Manifest, svc: ServiceConfig, port: int, where: _Stack,
     }, str(manifest.root))
     env, hidden = _env(manifest, svc, variables)
     provision = _provision(manifest, svc, variables, venv)
+    static = tuple(_static(manifest, svc, variables))
     warnings += [w for w in variables.warnings if w not in warnings]
     base = host.base_env(who.home)
     base.update({k: host.environ[k] for k in svc.pass_env if k in host.environ})
@@ -328,6 +343,7 @@ def _service(manifest: Manifest, svc: ServiceConfig, port: int, where: _Stack,
         base_env=base,
         secrets=frozenset(hidden | variables.secrets),
         provision=provision,
+        static=static,
     )
 
 

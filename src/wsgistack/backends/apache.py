@@ -38,6 +38,10 @@ def capacity(plan: Plan) -> int:
         s.config.processes * s.config.threads for s in plan.services)))
 
 
+# What every Apache of ours loads (alias: `static` directories).
+BASE_MODULES = ("mpm_event", "authz_core", "reqtimeout", "setenvif", "headers", "alias")
+
+
 def module(name: str) -> str:
     return f"LoadModule {name}_module {q(f'{MODULES}/mod_{name}.so')}"
 
@@ -66,12 +70,7 @@ def httpd_conf(plan: Plan, modules: list[str], body: list[str]) -> str:
         f"Listen {plan.host}:{plan.front_port}",
         f"ServerName {plan.host}:{plan.front_port}",
         *([f"User {user}", f"Group {user}"] if user else []),
-        module("mpm_event"),
-        module("authz_core"),
-        module("reqtimeout"),
-        module("setenvif"),
-        module("headers"),
-        *(module(m) for m in modules),
+        *(module(m) for m in (*BASE_MODULES, *modules)),
         "ErrorLog /dev/stderr",
         "LogLevel warn",
         "ServerTokens ProductOnly",
@@ -100,6 +99,28 @@ def httpd_conf(plan: Plan, modules: list[str], body: list[str]) -> str:
 def by_specificity(plan: Plan) -> list[ServicePlan]:
     """Longest prefix first: Apache takes the first alias that matches, `/` must come last."""
     return sorted(plan.services, key=lambda s: -len(s.prefix))
+
+
+def _static(plan: Plan) -> list[tuple[str, str]]:
+    return [(svc.prefix.rstrip("/") + path, directory)
+            for svc in plan.services for path, directory in svc.static]
+
+
+def static_aliases(plan: Plan) -> list[str]:
+    """Each service's static directories, served by Apache itself. Before the services' own
+    aliases: the first that matches is taken."""
+    lines = []
+    for url, directory in _static(plan):
+        lines += [f"Alias {q(url)} {q(directory)}", f"<Directory {q(directory)}>",
+                  "    Require all granted", "</Directory>"]
+    return lines
+
+
+def static_unproxied(plan: Plan) -> list[str]:
+    """<Location>s that proxy nothing under a proxied service's static paths: after the
+    services' own (<Location>s merge, the most specific last)."""
+    return [line for url, _ in _static(plan)
+            for line in (f"<Location {q(url)}>", '    ProxyPass "!"', "</Location>")]
 
 
 def location_limits(svc: ServicePlan) -> list[str]:
@@ -140,7 +161,7 @@ def command(plan: Plan, app_reload: tuple[int, str] | None = None) -> list[Proc]
 
 def requirements(plan: Plan, modules: list[str]) -> list[Requirement]:
     reqs = [Requirement("Apache httpd", "binary", binary(), "apt-get install apache2")]
-    for name in ["mpm_event", "authz_core", "reqtimeout", "setenvif", "headers", *modules]:
+    for name in (*BASE_MODULES, *modules):
         reqs.append(Requirement(f"mod_{name}", "file", f"{MODULES}/mod_{name}.so",
                                 "apt-get install apache2"))
     if plan.front_user:

@@ -11,7 +11,7 @@ mod_proxy_uwsgi would have passed them.
 from __future__ import annotations
 
 from wsgistack.backends import apache, uwsgi
-from wsgistack.backends.base import Proc, Requirement, entry_files
+from wsgistack.backends.base import Proc, Requirement, entry_files, static_access
 from wsgistack.backends.quoting import apache as q
 from wsgistack.plan import Plan, ServicePlan
 
@@ -47,9 +47,10 @@ def proxy(svc: ServicePlan) -> list[str]:
 
 
 def render(plan: Plan) -> dict[str, str]:
-    body = ["ProxyPreserveHost On", *apache.length_limits(plan)]
+    body = ["ProxyPreserveHost On", *apache.length_limits(plan), *apache.static_aliases(plan)]
     for svc in reversed(apache.by_specificity(plan)):  # <Location>s: the most specific last
         body += proxy(svc)
+    body += apache.static_unproxied(plan)
     files = {
         # Apache passes the full path: the entry splits the prefix off.
         **entry_files(plan, mount=True, limits="entry, drained", http_proxied=True),
@@ -64,4 +65,5 @@ def command(plan: Plan) -> list[Proc]:
 
 
 def requirements(plan: Plan) -> list[Requirement]:
-    return [*uwsgi.uwsgi_requirements(plan), *apache.requirements(plan, MODULES)]
+    return [*uwsgi.uwsgi_requirements(plan), *apache.requirements(plan, MODULES),
+            *static_access(plan, front_end=True)]

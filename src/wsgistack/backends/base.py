@@ -82,7 +82,8 @@ class Backend(Protocol):
 
 
 def entry_files(plan: Plan, *, mount: bool, limits: str = "entry", own_timeout: bool = True,
-                check_headers: bool = False, http_proxied: bool = False) -> dict[str, str]:
+                check_headers: bool = False, http_proxied: bool = False,
+                serve_static: bool = False) -> dict[str, str]:
     """Entry files for every service, relative to the state dir.
 
     `mount`: the server passes the full path and no SCRIPT_NAME, so the entry splits the
@@ -95,6 +96,8 @@ def entry_files(plan: Plan, *, mount: bool, limits: str = "entry", own_timeout: 
     entry logged the stack); without one, the entry ends the worker after logging.
     `check_headers`: nothing before the app limits the number and size of header fields.
     `http_proxied`: Apache's mod_proxy_http on a UNIX socket is the only client (loader.py).
+    `serve_static`: the entry serves the services' static files (WhiteNoise); else it only
+    answers 404 under their paths for what the server did not find.
     """
     files = {}
     for svc in plan.services:
@@ -107,6 +110,7 @@ def entry_files(plan: Plan, *, mount: bool, limits: str = "entry", own_timeout: 
             drain_refused=limits == "entry, drained", timeout=cfg.timeout,
             end_on_timeout=not own_timeout, check_headers=check_headers,
             trusted_proxies=plan.trusted_proxies, http_proxied=http_proxied,
+            static=svc.static, static_whitenoise=serve_static,
         )
         files[entry_file(svc)] = entry.render(spec)
     return files
@@ -184,3 +188,15 @@ def app_access(plan: Plan) -> list[Requirement]:
                           f"or set services.{svc.name}.user")
                  for path, what in paths]
     return reqs
+
+
+def static_access(plan: Plan, front_end: bool) -> list[Requirement]:
+    """Who must read each service's static files: the front end's user where the front end
+    serves them, else the app's. Only started as root do they differ from us."""
+    if not plan.root:
+        return []
+    return [readable(directory, plan.front_user if front_end else svc.user,
+                     f"the static files of service {svc.name}",
+                     "make the directory readable and every directory above it searchable "
+                     "(chmod o+rx), or move it out of a private directory such as /root")
+            for svc in plan.services for _, directory in svc.static]

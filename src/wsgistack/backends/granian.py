@@ -16,6 +16,7 @@ from wsgistack.backends.base import (
     app_proc,
     entry_files,
     python_module,
+    static_access,
 )
 from wsgistack.plan import Plan, ServicePlan
 
@@ -42,6 +43,9 @@ def argv(plan: Plan, svc: ServicePlan) -> tuple[str, ...]:
         "--workers-kill-timeout", "10",
         "--respawn-failed-workers",  # off by default: one crashed worker, one lost service
         "--pid-file", f"{svc.run_dir}/granian.pid",
+        *(arg for path, directory in svc.static for arg in (
+            "--static-path-route", svc.prefix.rstrip("/") + path,
+            "--static-path-mount", directory)),
         f"{svc.module}:application",
     )
 
@@ -51,5 +55,5 @@ def command(plan: Plan) -> list[Proc]:
 
 
 def requirements(plan: Plan) -> list[Requirement]:
-    return [*app_access(plan), *(python_module(svc, "granian", "granian")
-                                 for svc in plan.services)]
+    return [*app_access(plan), *static_access(plan, front_end=False),
+            *(python_module(svc, "granian", "granian") for svc in plan.services)]

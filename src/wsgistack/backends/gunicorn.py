@@ -16,6 +16,7 @@ from wsgistack.backends.base import (
     app_proc,
     entry_files,
     python_module,
+    static_access,
 )
 from wsgistack.plan import Plan, ServicePlan
 
@@ -29,7 +30,7 @@ DESCRIPTION = "gunicorn (gthread) per service, each on its own port"
 def render(plan: Plan) -> dict[str, str]:
     # gthread's --timeout watches the worker's main loop, which a stuck request does not
     # hold: it ends no request.
-    return entry_files(plan, mount=True, own_timeout=False)
+    return entry_files(plan, mount=True, own_timeout=False, serve_static=True)
 
 
 def argv(plan: Plan, svc: ServicePlan) -> tuple[str, ...]:
@@ -55,5 +56,7 @@ def command(plan: Plan) -> list[Proc]:
 
 
 def requirements(plan: Plan) -> list[Requirement]:
-    return [*app_access(plan), *(python_module(svc, "gunicorn", "gunicorn")
-                                 for svc in plan.services)]
+    return [*app_access(plan), *static_access(plan, front_end=False),
+            *(python_module(svc, "gunicorn", "gunicorn") for svc in plan.services),
+            *(python_module(svc, "whitenoise", "whitenoise")  # it serves their static files
+              for svc in plan.services if svc.static)]

@@ -13,7 +13,7 @@ import os
 import signal
 
 from wsgistack.backends import apache
-from wsgistack.backends.base import Proc, Requirement, app_access, entry_files
+from wsgistack.backends.base import Proc, Requirement, app_access, entry_files, static_access
 from wsgistack.backends.quoting import apache as q
 from wsgistack.backends.uwsgi import DEBIAN_PYTHON
 from wsgistack.plan import Plan, ServicePlan
@@ -64,6 +64,7 @@ def render(plan: Plan) -> dict[str, str]:
         f"<Directory {q(plan.path('entries'))}>",
         "    Require all granted",
         "</Directory>",
+        *apache.static_aliases(plan),
     ]
     for svc in apache.by_specificity(plan):
         body += daemon(plan, svc)
@@ -81,7 +82,7 @@ def command(plan: Plan) -> list[Proc]:
 
 def requirements(plan: Plan) -> list[Requirement]:
     so = module_path(plan)
-    reqs = apache.requirements(plan, [])
+    reqs = [*apache.requirements(plan, []), *static_access(plan, front_end=True)]
     reqs.append(Requirement("mod_wsgi", "file", so, "apt-get install libapache2-mod-wsgi-py3 "
                             "(or pip install mod_wsgi into the service's venv)"))
     for svc in plan.services:

@@ -20,6 +20,7 @@ from wsgistack.backends.base import (
     front_env,
     log_path,
     readable,
+    static_access,
 )
 from wsgistack.backends.quoting import nginx as q
 from wsgistack.loader import FORWARDED_HEADERS, environ_key
@@ -82,7 +83,10 @@ def location(plan: Plan, svc: ServicePlan) -> list[str]:
     ]
     if cfg.upload:
         body.append("            client_body_buffer_size 1m;")
-    return [*head, *body, "        }"]
+    static = [line for path, directory in svc.static for line in (
+        f"        location {q(svc.prefix.rstrip('/') + path + '/')} {{",
+        f"            alias {q(directory + '/')};", "        }")]
+    return [*head, *body, "        }", *static]
 
 
 def upstream(svc: ServicePlan) -> str:
@@ -154,7 +158,7 @@ def command(plan: Plan) -> list[Proc]:
 
 
 def requirements(plan: Plan) -> list[Requirement]:
-    reqs = [*uwsgi.uwsgi_requirements(plan),
+    reqs = [*uwsgi.uwsgi_requirements(plan), *static_access(plan, front_end=True),
             Requirement("nginx", "binary", "nginx", "apt-get install nginx")]
     if plan.front_user:
         reqs.append(readable(plan.path("run"), plan.front_user, "the state dir", STATE_FIX))

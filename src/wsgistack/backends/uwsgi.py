@@ -18,6 +18,7 @@ from wsgistack.backends.base import (
     app_access,
     entry_files,
     log_path,
+    static_access,
     uwsgi_ini,
 )
 from wsgistack.plan import Plan, ServicePlan
@@ -166,7 +167,9 @@ def render(plan: Plan) -> dict[str, str]:
         # marks such responses `Connection: close`.
         s.name: [f"http11-socket = {plan.host}:{s.port}", "env = WSGISTACK_CLOSE_UNFRAMED=1",
                  f"env = WSGISTACK_DRAIN_FILE={quoting.ini(drain_file(s))}",
-                 f"chunked-input-limit = {CHUNKED_INPUT_LIMIT}"]
+                 f"chunked-input-limit = {CHUNKED_INPUT_LIMIT}",
+                 *(f"static-map = {quoting.ini(s.prefix.rstrip('/') + path)}="
+                   f"{quoting.ini(directory)}" for path, directory in s.static)]
         for s in plan.services
     }
     # uWSGI limits neither the number nor the size of header fields: the entry does (431).
@@ -185,4 +188,4 @@ def command(plan: Plan) -> list[Proc]:
 
 
 def requirements(plan: Plan) -> list[Requirement]:
-    return uwsgi_requirements(plan)
+    return [*uwsgi_requirements(plan), *static_access(plan, front_end=False)]

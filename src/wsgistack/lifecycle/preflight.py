@@ -157,6 +157,10 @@ def check_paths(plan: Plan) -> None:
         if not os.path.isdir(svc.working_dir):
             raise ManifestError(plan.source, f"{key}.working_dir", f"{svc.working_dir} is not "
                                 "a directory; create it or fix the setting")
+        for path, directory in svc.static:
+            if not os.path.isdir(directory):
+                raise ManifestError(plan.source, f"{key}.static", f"{directory} (for {path}) is "
+                                    "not a directory; create it or fix the setting")
         if not svc.provision.venv_base and not os.access(svc.python, os.X_OK):
             raise ManifestError(plan.source, f"{key}.venv", f"no interpreter at {svc.python}; "
                                 "create the venv (python3 -m venv DIR) or fix the setting")
