@@ -22,7 +22,8 @@ Transfer/sec:      3.29GB
 def test_parse_reads_rate_latency_and_errors() -> None:
     res = wrk.parse(WRK_OUT)
     assert res == wrk.Result(rps=3364.23, latency_ms=0.8125, errors=6734 + 2 + 1 + 5,
-                             requests=6734)
+                             requests=6734, detail="Socket errors: connect 0, read 6734, "
+                             "write 2, timeout 1; Non-2xx or 3xx responses: 5")
 
 
 def test_parse_refuses_output_it_cannot_read() -> None:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import io
 import json
 import sys
 from pathlib import Path
@@ -7,7 +8,15 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import FIXTURES
-from wsgistack.loader import SpecError, limit_body, load_app, mount, parse_spec, server_quirks
+from wsgistack.loader import (
+    SpecError,
+    limit_body,
+    load_app,
+    mount,
+    parse_spec,
+    server_quirks,
+    spool_chunked,
+)
 
 
 def call(app, path="/", script_name="", **extra):
@@ -248,3 +257,25 @@ def test_behind_apaches_http_proxy_the_client_is_its_last_hop():
     assert (got["REMOTE_ADDR"], got["SERVER_NAME"], got["SERVER_PORT"]) == (
         "198.51.100.4", "h", "80")
     assert "HTTP_X_FORWARDED_FOR" not in got
+
+
+def test_a_chunked_body_is_spooled_and_given_a_length():
+    seen = {}
+
+    def app(env, start_response):
+        seen.update(env, body=env["wsgi.input"].read(int(env["CONTENT_LENGTH"])))
+        start_response("200 OK", [])
+        return [b""]
+
+    body = b"x" * (3 << 20)  # past what is kept in memory
+    env = {"HTTP_TRANSFER_ENCODING": "chunked", "wsgi.input": io.BytesIO(body),
+           "wsgi.input_terminated": True}
+    result = spool_chunked(app, max_body=4 << 20)(env, lambda *a: None)
+    result.close()
+    assert (seen["CONTENT_LENGTH"], seen["body"] == body) == (str(len(body)), True)
+    assert "HTTP_TRANSFER_ENCODING" not in seen and "wsgi.input_terminated" not in seen
+    status = []
+    spool_chunked(app, max_body=1024)({"HTTP_TRANSFER_ENCODING": "chunked",
+                                       "wsgi.input": io.BytesIO(body)},
+                                      lambda s, h: status.append(s))
+    assert status == ["413 Request Entity Too Large"]

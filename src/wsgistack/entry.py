@@ -52,6 +52,8 @@ class EntrySpec:
     # served with WhiteNoise where no server does (gunicorn).
     static: Sequence[tuple[str, str]] = ()
     static_whitenoise: bool = False
+    spool: bool = False  # read a chunked body whole and give it a CONTENT_LENGTH
+    read_unread: bool = False  # read what the app left of a body (uWSGI behind a front end)
 
 
 def module_name(service: str) -> str:
@@ -79,6 +81,8 @@ CHECK_HEADERS = {check_headers!r}
 HTTP_PROXIED = {http_proxied!r}
 STATIC = {static!r}
 STATIC_WHITENOISE = {static_whitenoise!r}
+SPOOL = {spool!r}
+READ_UNREAD = {read_unread!r}
 TRUSTED_PROXIES = {trusted_proxies!r}
 
 _lock = _threading.Lock()
@@ -103,6 +107,10 @@ def get_application(args=None):
                 built = serve_static(built, STATIC, STATIC_WHITENOISE)
             limited = watch_requests(limit_body(mount(built, MOUNT), MAX_BODY, DRAIN_REFUSED),
                                      TIMEOUT, END_ON_TIMEOUT)
+            if READ_UNREAD:
+                limited = read_unread(limited)
+            if SPOOL:
+                limited = spool_chunked(limited, MAX_BODY)
             _app = server_quirks(limited, TRUSTED_PROXIES, CHECK_HEADERS, HTTP_PROXIED)
     return _app
 
@@ -154,7 +162,8 @@ def render(spec: EntrySpec) -> str:
         drain_refused=spec.drain_refused, timeout=spec.timeout,
         end_on_timeout=spec.end_on_timeout, check_headers=spec.check_headers,
         http_proxied=spec.http_proxied, static=[tuple(s) for s in spec.static],
-        static_whitenoise=spec.static_whitenoise,
+        static_whitenoise=spec.static_whitenoise, spool=spec.spool,
+        read_unread=spec.read_unread,
     )
     return header + _LOADER_BODY + _STANDALONE_BODY + runner
 

@@ -475,10 +475,6 @@ def limit_body(app: WSGIApp, max_body: int, drain: bool = False) -> WSGIApp:
                     _discard(stream, int(length))
                 return _plain(start_response, "413 Request Entity Too Large", too_large,
                               close=drain)
-            if drain and stream is not None and length != "0":
-                # What an app answered before reading (401, 403) is still being sent by the
-                # front end: uWSGI closing on it made the answer a 502 or 503.
-                return _AfterClose(app(environ, start_response), lambda: _discard(stream, -1))
             return app(environ, start_response)
         if stream is None:
             return app(environ, start_response)
@@ -493,6 +489,50 @@ def limit_body(app: WSGIApp, max_body: int, drain: bool = False) -> WSGIApp:
                           "413 Request Entity Too Large", too_large, close=True)
 
     return limited
+
+
+def read_unread(app: WSGIApp) -> WSGIApp:
+    """After the answer, read what the app left unread of a body with a length (it answered
+    401 or 403 first): the front end is still sending it to uWSGI, whose closing on it made
+    the answer a 502 (nginx) or a 503 (Apache)."""
+    def wrapped(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        stream = environ.get("wsgi.input")
+        if stream is None or environ.get("CONTENT_LENGTH") in (None, "", "0"):
+            return app(environ, start_response)
+        return _AfterClose(app(environ, start_response), lambda: _discard(stream, -1))
+
+    return wrapped
+
+
+SPOOL_IN_MEMORY = 1 << 20  # a chunked body past this goes to a temporary file
+
+
+def spool_chunked(app: WSGIApp, max_body: int) -> WSGIApp:
+    """Read a chunked body whole before the app, and hand it on with a CONTENT_LENGTH, as
+    Apache's proxy and nginx do: most apps read by the length alone (Django reads nothing
+    without one). Not for `upload` services, whose bodies stream (wsgi.input_terminated)."""
+    import tempfile
+
+    def spooled(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        if environ.get("CONTENT_LENGTH") or "chunked" not in environ.get(
+                "HTTP_TRANSFER_ENCODING", "").lower():
+            return app(environ, start_response)
+        body = tempfile.SpooledTemporaryFile(SPOOL_IN_MEMORY)  # noqa: SIM115 (closed below)
+        stream, size = environ["wsgi.input"], 0
+        while piece := stream.read(65536):
+            size += len(piece)
+            if max_body and size > max_body:
+                body.close()
+                return _plain(start_response, "413 Request Entity Too Large",
+                              f"request body over the limit of {max_body} bytes", close=True)
+            body.write(piece)
+        body.seek(0)
+        environ.update({"wsgi.input": body, "CONTENT_LENGTH": str(size)})
+        environ.pop("HTTP_TRANSFER_ENCODING", None)
+        environ.pop("wsgi.input_terminated", None)
+        return _AfterClose(app(environ, start_response), body.close)
+
+    return spooled
 
 
 def _plain(start_response: Callable[..., Any], status: str, text: str,

@@ -134,7 +134,10 @@ class ServiceConfig:
     )
     timeout: int = setting(60, "Seconds a request may take before the server gives up.", minimum=1)
     upload: bool = setting(
-        False, "The service takes large or chunked uploads: front ends stream bodies to it."
+        False, "The service takes large or chunked uploads and reads them as they stream in "
+        "(`wsgi.input_terminated`). Otherwise the entry reads a chunked body whole first "
+        "and gives the app a `CONTENT_LENGTH`, as most apps need (Django reads nothing "
+        "without one)."
     )
     static: Mapping[str, str] = setting(
         {}, "Static files: URL path under the prefix (`/static`) = directory (relative to the "

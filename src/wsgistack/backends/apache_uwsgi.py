@@ -53,7 +53,8 @@ def render(plan: Plan) -> dict[str, str]:
     body += apache.static_unproxied(plan)
     files = {
         # Apache passes the full path: the entry splits the prefix off.
-        **entry_files(plan, mount=True, limits="entry, drained", http_proxied=True),
+        **entry_files(plan, mount=True, limits="entry, drained", http_proxied=True,
+                      read_unread=True),
         **uwsgi.front_ini_files(plan, uwsgi.http_listen),
         "conf/httpd.conf": apache.httpd_conf(plan, MODULES, body),
     }

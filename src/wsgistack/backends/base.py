@@ -83,7 +83,7 @@ class Backend(Protocol):
 
 def entry_files(plan: Plan, *, mount: bool, limits: str = "entry", own_timeout: bool = True,
                 check_headers: bool = False, http_proxied: bool = False,
-                serve_static: bool = False) -> dict[str, str]:
+                serve_static: bool = False, read_unread: bool = False) -> dict[str, str]:
     """Entry files for every service, relative to the state dir.
 
     `mount`: the server passes the full path and no SCRIPT_NAME, so the entry splits the
@@ -97,7 +97,8 @@ def entry_files(plan: Plan, *, mount: bool, limits: str = "entry", own_timeout: 
     `check_headers`: nothing before the app limits the number and size of header fields.
     `http_proxied`: Apache's mod_proxy_http on a UNIX socket is the only client (loader.py).
     `serve_static`: the entry serves the services' static files (WhiteNoise); else it only
-    answers 404 under their paths for what the server did not find.
+    answers 404 under their paths for what the server did not find. `read_unread`: a front
+    end sends whole bodies to uWSGI, which must read them even after an early answer.
     """
     files = {}
     for svc in plan.services:
@@ -111,6 +112,9 @@ def entry_files(plan: Plan, *, mount: bool, limits: str = "entry", own_timeout: 
             end_on_timeout=not own_timeout, check_headers=check_headers,
             trusted_proxies=plan.trusted_proxies, http_proxied=http_proxied,
             static=svc.static, static_whitenoise=serve_static,
+            spool=not cfg.upload,  # an upload service's bodies stream on
+            read_unread=read_unread,
+
         )
         files[entry_file(svc)] = entry.render(spec)
     return files

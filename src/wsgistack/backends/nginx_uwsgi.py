@@ -139,7 +139,8 @@ def nginx_conf(plan: Plan) -> str:
 def render(plan: Plan) -> dict[str, str]:
     return {
         # nginx limits a field's size (large_client_header_buffers), not their number.
-        **entry_files(plan, mount=True, limits="front end", check_headers=True),
+        **entry_files(plan, mount=True, limits="front end", check_headers=True,
+                      read_unread=True),
         **uwsgi.front_ini_files(plan, uwsgi.socket_listen),
         "conf/uwsgi_params": UWSGI_PARAMS + forwarded_params(),
         "conf/nginx.conf": nginx_conf(plan),

@@ -1,0 +1,140 @@
+"""Real third-party apps on every backend: a Flask API and a Django project made by
+`django-admin startproject`, side by side in one stack. Each takes a chunked upload with
+`Expect: 100-continue` and echoes it byte for byte, serves a static file, and writes to a
+sqlite database in its data dir. Flask and Django come from PyPI (the test extras)."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import FIXTURES, Stack, free_port
+from wsgistack.backends import BACKENDS
+
+pytestmark = [pytest.mark.live, pytest.mark.pypi]
+
+MANIFEST = """
+[stack]
+name = "real"
+base_port = {port}
+start_timeout = 60
+[services.flask]
+app = "flaskapp:app"
+python_path = ["{root}/apps"]
+env = {{ APP_DATA = "${{data}}" }}
+static = {{ "/static" = "assets" }}
+[services.django]
+app = "site1.wsgi:application"
+python_path = ["{root}/site1"]
+working_dir = "site1"
+env = {{ DJANGO_DB = "${{data}}/db.sqlite3", DJANGO_PREFIX = "${{prefix}}" }}
+static = {{ "/static" = "assets" }}
+"""
+
+URLS = '''
+import sqlite3
+
+from django.conf import settings
+from django.http import HttpResponse, JsonResponse
+from django.urls import path
+from django.views.decorators.csrf import csrf_exempt
+
+
+@csrf_exempt
+def echo(request):
+    return HttpResponse(request.body, content_type="application/octet-stream")
+
+
+@csrf_exempt
+def notes(request):
+    with sqlite3.connect(settings.DATABASES["default"]["NAME"]) as db:
+        db.execute("CREATE TABLE IF NOT EXISTS notes (text TEXT)")
+        db.execute("INSERT INTO notes VALUES (?)", (request.body.decode(),))
+        count = db.execute("SELECT COUNT(*) FROM notes").fetchone()[0]
+    return JsonResponse({"notes": count})
+
+
+urlpatterns = [path("", lambda request: JsonResponse({"app": "django"})),
+               path("echo", echo), path("notes", notes)]
+'''
+
+
+@pytest.fixture(scope="module")
+def project() -> Iterator[Path]:
+    """The apps' directory: the Flask fixture, and a Django project as startproject made it,
+    set to take its database path from the environment and any host."""
+    root = Path(tempfile.mkdtemp(prefix="wsgistack-real-", dir="/tmp"))
+    (root / "apps").mkdir()
+    shutil.copy(FIXTURES / "flaskapp.py", root / "apps")
+    admin = Path(sys.executable).with_name("django-admin")
+    subprocess.run([str(admin), "startproject", "site1"], cwd=root, check=True)
+    settings = root / "site1" / "site1" / "settings.py"
+    settings.write_text(settings.read_text()
+                        .replace("ALLOWED_HOSTS = []", 'ALLOWED_HOSTS = ["*"]')
+                        .replace("BASE_DIR / 'db.sqlite3'", 'os.environ["DJANGO_DB"]')
+                        .replace("BASE_DIR / \"db.sqlite3\"", 'os.environ["DJANGO_DB"]')
+                        + "\nimport os\nDATA_UPLOAD_MAX_MEMORY_SIZE = None\n")
+    settings.write_text("import os\n" + settings.read_text())
+    (root / "site1" / "site1" / "urls.py").write_text(URLS)
+    assets = root / "assets"
+    assets.mkdir()
+    (assets / "hello.txt").write_text("hello, static\n")
+    for path in [root, *root.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def _post(port: int, path: str, body: bytes, chunked: bool = False) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request("POST", path, body=iter([body[:7], body[7:]]) if chunked else body,
+                     headers={"Expect": "100-continue",
+                              "Content-Type": "application/octet-stream"},
+                     encode_chunked=chunked)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+def _get(port: int, path: str) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("backend", sorted(BACKENDS))
+def test_flask_and_django_alike_on_every_backend(project, backend):
+    stack = Stack(project)
+    port = free_port()
+    stack.write(MANIFEST.format(port=port, root=project))
+    res = stack.cli("up", "--detach", "--backend", backend)
+    assert res.code == 0, res.err
+    try:
+        state = json.loads(stack.cli("status", "--json").out)
+        ports = {s["name"]: int(s["url"].split(":")[2].split("/")[0]) for s in state["services"]}
+        body = os.urandom(3 * 1024 * 1024)
+        for name in ("flask", "django"):
+            at = ports[name]
+            status, echoed = _post(at, f"/{name}/echo", body, chunked=True)
+            assert (status, len(echoed), echoed == body) == (200, len(body), True), name
+            assert _get(at, f"/{name}/static/hello.txt") == (200, b"hello, static\n"), name
+            counts = [json.loads(_post(at, f"/{name}/notes", b"note %d" % i)[1])["notes"]
+                      for i in range(2)]
+            assert counts[1] == counts[0] + 1, (name, counts)
+    finally:
+        assert stack.cli("down").code == 0
