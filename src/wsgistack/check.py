@@ -157,14 +157,13 @@ def _slow_clients(t: Target) -> str:
                              f"POST {t.prefix}/upload HTTP/1.1\r\nHost: x\r\n"
                              "Content-Length: 100000\r\n\r\nx".encode())
         started = time.monotonic()
-        status = _request(dataclasses.replace(t, timeout=SLOW_WAIT), "GET", "/status/200")[0]
+        status = _request(dataclasses.replace(t, timeout=SLOW_WAIT), "GET", "/")[0]
         took = time.monotonic() - started
     finally:
         for sock in socks:
             sock.close()
-    if status == 200:
-        return f"holds: answered in {took:.1f}s"
-    return f"starved: {f'HTTP {status}' if status else 'no answer'} in {SLOW_WAIT:g}s"
+    # Any answer, whatever the app's: the server was free to give it.
+    return f"holds: answered in {took:.1f}s" if status else f"starved: no answer in {SLOW_WAIT:g}s"
 
 
 def _outside(t: Target) -> str:
@@ -176,7 +175,9 @@ def _outside(t: Target) -> str:
 @dataclass(frozen=True)
 class Check:
     name: str
-    kind: str  # "same": compared; "info": shown only; "probe": compared when it is the probe
+    # "same": compared; "info": shown only; "probe", "probe info": the same, for the probe
+    # app only (another app shows "-")
+    kind: str
     run: Callable[[Target], str]
 
 
@@ -245,10 +246,10 @@ CHECKS: list[Check] = [
     Check("body over the limit", "same", _over_limit),
     Check("keep-alive", "same", _keepalive),
     Check("outside the prefix", "same", lambda t: _outside(t)),
-    Check("wsgi.multiprocess/thread", "info", lambda t: _field(
+    Check("wsgi.multiprocess/thread", "probe info", lambda t: _field(
         _echo(t), "wsgi.multiprocess", "wsgi.multithread")),
     Check("slow clients", "info", _slow_clients),
-    Check("SERVER_SOFTWARE", "info", lambda t: _field(_echo(t), "server_software") or "-"),
+    Check("SERVER_SOFTWARE", "probe info", lambda t: _field(_echo(t), "server_software") or "-"),
 ]
 # With --strict: wsgiref's PEP 3333 validator in front of the app, as a row of its own (it
 # also fails legal apps: never part of a plain check, never a failed start).
@@ -280,7 +281,8 @@ def run_one(m: Manifest, service: str, backend: str, rows: list[Check],
         url = urlsplit(p.services[0].public_url)
         target = Target(url.hostname or "127.0.0.1", url.port or 80, svc.prefix)
         probe = _is_probe(target)
-        return {c.name: c.run(target) if probe or c.kind != "probe" else "-" for c in rows}
+        return {c.name: c.run(target) if probe or not c.kind.startswith("probe") else "-"
+                for c in rows}
     finally:
         runtime.stop_stack(p.state, running)
 
@@ -305,7 +307,7 @@ def run(m: Manifest, service: str, backends: list[str], progress: Callable[[str]
 
 def diverging(results: dict[str, dict[str, str]], rows: list[Check]) -> list[str]:
     return [c.name for c in rows
-            if c.kind != "info" and len({r[c.name] for r in results.values()}) > 1]
+            if not c.kind.endswith("info") and len({r[c.name] for r in results.values()}) > 1]
 
 
 def matrix(results: dict[str, dict[str, str]], rows: list[Check]) -> list[list[str]]:
@@ -313,7 +315,7 @@ def matrix(results: dict[str, dict[str, str]], rows: list[Check]) -> list[list[s
     table = []
     for c in rows:
         values = [results[b][c.name] for b in results]
-        if c.kind == "info":
+        if c.kind.endswith("info"):
             mark = "info"
         elif c.name in differ:
             mark = "DIFF"
