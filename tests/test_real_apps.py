@@ -138,3 +138,58 @@ def test_flask_and_django_alike_on_every_backend(project, backend):
             assert counts[1] == counts[0] + 1, (name, counts)
     finally:
         assert stack.cli("down").code == 0
+
+
+PYENV = Path("/root/.pyenv/versions/3.12.1/bin/python3.12")
+
+
+@pytest.fixture(scope="module")
+def other_python() -> Iterator[Path]:
+    """A venv of another Python than Debian's (this machine's pyenv 3.12), with PyPI's uWSGI
+    built for it."""
+    if not os.access(PYENV, os.X_OK):
+        pytest.skip(f"no {PYENV} on this machine")
+    venv = Path(tempfile.mkdtemp(prefix="wsgistack-py312-", dir="/tmp"))
+    subprocess.run([str(PYENV), "-m", "venv", str(venv)], check=True)
+    subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "uwsgi"], check=True)
+    yield venv
+    shutil.rmtree(venv, ignore_errors=True)
+
+
+@pytest.mark.parametrize("backend", ["uwsgi", "apache+uwsgi", "nginx+uwsgi"])
+def test_uwsgi_runs_the_services_own_python(other_python, tmp_path, backend):
+    """Not Debian's uWSGI and its python3 plugin (which embed /usr/bin/python3): the uWSGI
+    in the service's venv, built for that Python."""
+    stack = Stack(tmp_path)
+    port = free_port()
+    # pyenv lives under /root: only root may run it (said in the manifest, and warned).
+    stack.write(f'[stack]\nbase_port = {port}\nuser = "root"\n[services.api]\n'
+                f'app = "whoami:application"\npython_path = ["{FIXTURES}"]\n'
+                f'venv = "{other_python}"\n')
+    res = stack.cli("up", "--detach", "--backend", backend)
+    try:
+        assert res.code == 0, res.err
+        got = json.loads(_get(port, "/api/")[1])
+        want = subprocess.run([str(PYENV), "-c", "import sys; print(sys.version)"],
+                              capture_output=True, text=True, check=True).stdout.strip()
+        assert got["python"] == want
+    finally:
+        stack.cli("down")
+
+
+def test_another_python_without_its_own_uwsgi_is_one_line(tmp_path):
+    if not os.access(PYENV, os.X_OK):
+        pytest.skip(f"no {PYENV} on this machine")
+    venv = tmp_path / "venv"
+    subprocess.run([str(PYENV), "-m", "venv", "--without-pip", str(venv)], check=True)
+    stack = Stack(tmp_path)
+    stack.write(f'[stack]\nbase_port = {free_port()}\nuser = "root"\n[services.api]\n'
+                f'app = "whoami:application"\nvenv = "{venv}"\n')
+    res = stack.cli("up", "--detach", "--backend", "uwsgi")
+    assert res.code == 2 and stack.pids() == []
+    assert res.err.splitlines()[-1].startswith(
+        "wsgistack: error: backend uwsgi needs service api to run on /usr/bin/python3 "
+        "(Debian's uWSGI embeds it): ")
+    assert res.err.strip().endswith(
+        f"pip install uwsgi into the service's venv ({venv}/bin/python -m pip install uwsgi: "
+        "it is built for that Python), or make the venv from /usr/bin/python3")
