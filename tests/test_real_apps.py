@@ -173,6 +173,10 @@ def test_uwsgi_runs_the_services_own_python(other_python, tmp_path, backend):
         want = subprocess.run([str(PYENV), "-c", "import sys; print(sys.version)"],
                               capture_output=True, text=True, check=True).stdout.strip()
         assert got["python"] == want
+        # status --json says which server and which Python each service runs.
+        status = json.loads(stack.cli("status", "--json").out)["services"][0]
+        assert (status["server"], status["python"]) == (
+            os.path.realpath(other_python / "bin" / "uwsgi"), str(other_python / "bin" / "python"))
     finally:
         stack.cli("down")
 

@@ -9,6 +9,7 @@ import http.client
 import json
 import os
 import re
+import shutil
 import stat
 import subprocess
 import sys
@@ -111,6 +112,12 @@ def test_safe_by_default(stack, backend, monkeypatch):
     status = json.loads(stack.cli("status", "--json").out)
     users = {p["name"]: p["user"] for s in status["services"] for p in s["processes"]}
     assert users.get("who", "wsgistack") == "wsgistack"  # front ends are root, serving as www-data
+    # ...and which server binary and Python it runs on.
+    ran = status["services"][0]
+    assert ran["python"] == sys.executable or ran["python"].startswith(sys.prefix), ran
+    assert ran["server"] == {"granian": "granian", "gunicorn": "gunicorn"}.get(
+        backend, os.path.realpath(shutil.which("apache2" if backend == "mod_wsgi" else "uwsgi")
+                                  or "?")), ran
 
     # A clean environment: only what the manifest says, plus what it passes on purpose.
     env = seen["environ"]

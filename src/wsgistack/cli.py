@@ -160,7 +160,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         rows.append((svc.name, svc.url, state.backend, runtime.pid_of(state.procs, svc.name),
                      health_text))
         docs.append({"name": svc.name, "url": svc.url, "health": health_text,
-                     "processes": members})
+                     "server": svc.server, "python": svc.python, "processes": members})
     if args.json:
         _show(json.dumps({"stack": m.stack.name, "up": True, "backend": state.backend,
                           "services": docs}, indent=1))

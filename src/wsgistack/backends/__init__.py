@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ipaddress
+import os
+import shutil
 import socket
 from typing import cast
 
@@ -36,3 +38,17 @@ def _loopback(host: str) -> bool:
     except (OSError, UnicodeError):
         return True
     return all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in found)
+
+
+def servers(plan: Plan) -> dict[str, str]:
+    """Per service, the server binary that runs its app: what `status --json` reports."""
+    procs = get(plan.backend).command(plan)
+    found = {}
+    for svc in plan.services:
+        proc = next((p for p in procs if p.name == svc.name), None) or next(
+            p for p in procs if svc.name in p.serves)
+        argv = proc.argv
+        # `python -m granian`: the module names the server, the interpreter runs it.
+        found[svc.name] = argv[2] if argv[1:2] == ("-m",) else os.path.realpath(
+            shutil.which(argv[0]) or argv[0])
+    return found

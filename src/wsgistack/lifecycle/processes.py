@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from wsgistack import access
+from wsgistack.backends import servers
 from wsgistack.backends.base import Proc
 from wsgistack.errors import ServerError
 from wsgistack.plan import Plan, ServicePlan
@@ -85,6 +86,8 @@ class ServiceRecord:
     url: str
     health_url: str
     health_status: int
+    server: str = ""  # the server binary (or module) that runs the app
+    python: str = ""  # the interpreter the app runs on
 
 
 @dataclass(frozen=True)
@@ -109,13 +112,15 @@ def state_path(state_dir: str) -> Path:
 
 
 def save_state(plan: Plan, running: list[Running]) -> None:
+    server = servers(plan)
     doc = {
         "stack": plan.name, "backend": plan.backend, "manifest": plan.source,
         "base_port": plan.base_port if plan.base_port_given else None,
         "procs": [{"name": r.name, "pid": r.pid, "started": r.started, "log": r.log,
                    "serves": list(r.serves)} for r in running],
         "services": [{"name": s.name, "url": s.public_url, "health_url": s.health_url,
-                      "health_status": s.config.health_status} for s in plan.services],
+                      "health_status": s.config.health_status, "server": server[s.name],
+                      "python": s.python} for s in plan.services],
     }
     path = state_path(plan.state)
     tmp = path.with_suffix(".tmp")
@@ -133,7 +138,8 @@ def load_state(state_dir: str) -> StackState | None:
             procs=tuple(Running(p["name"], p["pid"], p["started"], p["log"],
                                 tuple(p["serves"])) for p in doc["procs"]),
             services=tuple(ServiceRecord(s["name"], s["url"], s["health_url"],
-                                         s["health_status"]) for s in doc["services"]))
+                                         s["health_status"], s.get("server", ""),
+                                         s.get("python", "")) for s in doc["services"]))
     except FileNotFoundError:
         return None
     except (OSError, ValueError, KeyError, TypeError) as exc:
