@@ -43,18 +43,24 @@ class Target:
         return http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
 
 
-def _request(t: Target, method: str, path: str, headers: dict[str, str] | None = None,
-             body: Any = None, chunked: bool = False) -> tuple[int, bytes]:
+def _fetch(t: Target, method: str, path: str, headers: dict[str, str] | None = None,
+           body: Any = None, chunked: bool = False) -> tuple[int, str, bytes]:
+    """(status, content type, body), or (0, "", the error's name) when nothing answered."""
     conn = t.conn()
     try:
         conn.request(method, t.prefix + path, body=body, headers=headers or {},
                      encode_chunked=chunked)
         resp = conn.getresponse()
-        return resp.status, resp.read()
+        return resp.status, resp.getheader("Content-Type") or "", resp.read()
     except (OSError, http.client.HTTPException) as exc:
-        return 0, f"{type(exc).__name__}".encode()
+        return 0, "", f"{type(exc).__name__}".encode()
     finally:
         conn.close()
+
+
+def _request(t: Target, method: str, path: str, **kw: Any) -> tuple[int, bytes]:
+    status, _, body = _fetch(t, method, path, **kw)
+    return status, body
 
 
 def _echo(t: Target, path: str = "/echo", **kw: Any) -> dict[str, Any] | str:
@@ -208,17 +214,10 @@ class PathCheck:
 
     def __call__(self, t: Target) -> str:
         body = Path(self.body_file).read_bytes() if self.body_file else None
-        conn = t.conn()
-        try:
-            conn.request(self.method, t.prefix + self.path, body=body)
-            resp = conn.getresponse()
-            data = resp.read()
-        except (OSError, http.client.HTTPException) as exc:
-            return type(exc).__name__
-        finally:
-            conn.close()
-        kind = (resp.getheader("Content-Type") or "-").split(";")[0]
-        return f"HTTP {resp.status}, {kind}, {len(data)} B"
+        status, kind, data = _fetch(t, self.method, self.path, body=body)
+        if not status:
+            return data.decode()
+        return f"HTTP {status}, {kind.split(';')[0] or '-'}, {len(data)} B"
 
 
 def _is_probe(t: Target) -> bool:

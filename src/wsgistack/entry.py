@@ -135,7 +135,7 @@ def main(argv=None):
         sys.stdout.write("ok: %s loads %r\\n" % (SPEC, app))
         return 0
     banner = "serving %s (%s) on http://%s:%d%s/" % (NAME, SPEC, opts.host, opts.port, MOUNT)
-    return serve(__file__, app_args, opts.host, opts.port, banner, lambda _args: app)
+    return serve(__file__, app_args, opts.host, opts.port, banner, app)
 
 
 if __name__ == "__main__":

@@ -464,7 +464,6 @@ def limit_body(app: WSGIApp, max_body: int, drain: bool = False) -> WSGIApp:
     reads past the limit (unless it has answered already)."""
     if max_body <= 0:
         return app
-    too_large = f"request body over the limit of {max_body} bytes"
 
     def limited(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         length = environ.get("CONTENT_LENGTH") or ""
@@ -473,8 +472,7 @@ def limit_body(app: WSGIApp, max_body: int, drain: bool = False) -> WSGIApp:
             if int(length) > max_body:
                 if drain and stream is not None:
                     _discard(stream, int(length))
-                return _plain(start_response, "413 Request Entity Too Large", too_large,
-                              close=drain)
+                return _too_large(start_response, max_body, close=drain)
             return app(environ, start_response)
         if stream is None:
             return app(environ, start_response)
@@ -485,8 +483,8 @@ def limit_body(app: WSGIApp, max_body: int, drain: bool = False) -> WSGIApp:
             if drain:
                 _discard(stream, -1)
             # The rest of the body is unread: the connection cannot carry another request.
-            return _plain(lambda s, h: start_response(s, h, sys.exc_info()),
-                          "413 Request Entity Too Large", too_large, close=True)
+            return _too_large(lambda s, h: start_response(s, h, sys.exc_info()), max_body,
+                              close=True)
 
     return limited
 
@@ -523,8 +521,7 @@ def spool_chunked(app: WSGIApp, max_body: int) -> WSGIApp:
             size += len(piece)
             if max_body and size > max_body:
                 body.close()
-                return _plain(start_response, "413 Request Entity Too Large",
-                              f"request body over the limit of {max_body} bytes", close=True)
+                return _too_large(start_response, max_body, close=True)
             body.write(piece)
         body.seek(0)
         environ.update({"wsgi.input": body, "CONTENT_LENGTH": str(size)})
@@ -533,6 +530,12 @@ def spool_chunked(app: WSGIApp, max_body: int) -> WSGIApp:
         return _AfterClose(app(environ, start_response), body.close)
 
     return spooled
+
+
+def _too_large(start_response: Callable[..., Any], max_body: int,
+               close: bool = False) -> list[bytes]:
+    return _plain(start_response, "413 Request Entity Too Large",
+                  f"request body over the limit of {max_body} bytes", close=close)
 
 
 def _plain(start_response: Callable[..., Any], status: str, text: str,

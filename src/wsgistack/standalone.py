@@ -111,14 +111,15 @@ def serve_wsgiref(app: WSGIApp, host: str, port: int, banner: str) -> None:
 
 
 def serve(entry_file: str, app_args: list[str] | None, host: str, port: int, banner: str,
-          build: Any) -> int:
+          app: WSGIApp) -> int:
     """granian when it is installed (its workers import the entry again: the app's own
-    arguments reach them through WSGISTACK_APP_ARGS), else wsgiref in this process."""
+    arguments reach them through WSGISTACK_APP_ARGS), else wsgiref in this process, with
+    `app`, built already."""
     try:
         from granian import Granian  # type: ignore[import-not-found,unused-ignore]
         from granian.constants import Interfaces  # type: ignore[import-not-found,unused-ignore]
     except ImportError:
-        serve_wsgiref(build(app_args), host, port, banner)
+        serve_wsgiref(app, host, port, banner)
         return 0
     if app_args is not None:
         os.environ["WSGISTACK_APP_ARGS"] = "\0".join(app_args)
