@@ -113,13 +113,14 @@ def serving(out: Path, *argv: str, isolated: bool = False) -> Iterator[int]:
 
 @pytest.mark.live
 @pytest.mark.parametrize("isolated", [False, True], ids=["granian", "wsgiref"])
-def test_entry_runs_as_a_command_with_app_args(tmp_path, isolated):
+@pytest.mark.parametrize("app_args", [["--debug"], []], ids=["args", "none"])
+def test_entry_runs_as_a_command_with_app_args(tmp_path, isolated, app_args):
     out = write_entry(tmp_path, "sampleapp:application", "--python-path", str(FIXTURES),
-                      "--prefix", "/api")
-    with serving(out, "--", "--debug", isolated=isolated) as port:
+                      "--prefix", "/api", "--arg=--from-spec")
+    with serving(out, "--", *app_args, isolated=isolated) as port:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/x") as resp:
             doc = json.loads(resp.read())
-        assert doc["argv"] == ["myapi", "--debug"]
+        assert doc["argv"] == ["myapi", *app_args]
         assert doc["link"] == f"http://127.0.0.1:{port}/api/v1"
 
 

@@ -11,6 +11,7 @@ What follows the marker below is copied into every entry after the loader, whose
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sys
 from typing import Any
@@ -122,7 +123,7 @@ def serve(entry_file: str, app_args: list[str] | None, host: str, port: int, ban
         serve_wsgiref(app, host, port, banner)
         return 0
     if app_args is not None:
-        os.environ["WSGISTACK_APP_ARGS"] = "\0".join(app_args)
+        os.environ["WSGISTACK_APP_ARGS"] = json.dumps(app_args)  # [] too: no arguments
     module = os.path.splitext(os.path.basename(entry_file))[0]
     sys.stderr.write(f"{banner} (granian)\n")
     sys.stderr.flush()
