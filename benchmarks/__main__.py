@@ -113,6 +113,35 @@ def workloads(args: argparse.Namespace, work: Path,
     return table, memory
 
 
+FRONT_DOORS = ("apache+uwsgi", "nginx+uwsgi")
+HEAVY = [w for w in WORKLOADS if w[0] in ("1 MiB streamed", "5 MiB upload")]
+
+
+def front_doors(args: argparse.Namespace, work: Path,
+                backends: list[str]) -> list[list[str]]:
+    """Streaming and uploads through each front end against the same uWSGI alone: same
+    app, processes and threads; every stack up at once, rounds alternating between them."""
+    fronts = [b for b in FRONT_DOORS if b in backends]
+    if not fronts:
+        return []
+    rows = []
+    with ExitStack() as stack:
+        up = {b: stack.enter_context(servers.wsgistack_stack(
+            work / f"fd-{b}", b, {"probe": servers.PROBE}, args.processes, args.threads))
+            for b in ("uwsgi", *fronts)}
+        for label, _service, path, upload in HEAVY:
+            runs = alternate({b: rps(s.urls["probe"] + path, args, upload)
+                              for b, s in up.items()}, args.rounds)
+            alone = statistics.median(runs["uwsgi"])
+            for b in fronts:
+                med = statistics.median(runs[b])
+                rows.append([label, b, f"{med:,.0f}", f"{alone:,.0f}", f"{med / alone:.2f}",
+                             " / ".join(f"{x:,.0f}" for x in runs[b]) + " vs "
+                             + " / ".join(f"{x:,.0f}" for x in runs["uwsgi"])])
+                print(f"  front door {label}: {rows[-1]}", flush=True)
+    return rows
+
+
 def baselines(args: argparse.Namespace, work: Path) -> list[list[str]]:
     """The embedded default against wsgiref (the plain Python command) and nginx's
     `return 200` (no Python at all: the machine's HTTP ceiling)."""
@@ -166,6 +195,8 @@ def main(argv: list[str] | None = None) -> int:
         ab = ab_hello(args, work, backends)
         print("workloads per backend", flush=True)
         table, memory = workloads(args, work, backends)
+        print("front doors against uWSGI alone", flush=True)
+        fronts = front_doors(args, work, backends)
         print("baselines", flush=True)
         base = baselines(args, work)
         print("up and down", flush=True)
@@ -179,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
                f"{args.processes} process(es) x {args.threads} thread(s); "
                f"{args.rounds} rounds; run took {time.perf_counter() - started:.0f}s")
     text = report.markdown(context, ab, [w[0] for w in WORKLOADS], table, memory, base, ups,
-                           (bare, layered), real)
+                           (bare, layered), real, fronts)
     args.out.write_text(text)
     png = report.chart(args.out.with_suffix(".png"), ab, base)
     print(text)

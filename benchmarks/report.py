@@ -13,7 +13,7 @@ def _table(head: list[str], rows: list[list[str]]) -> list[str]:
 def markdown(context: str, ab: list[list[str]], workload_names: list[str],
              table: list[list[str]], memory: list[list[str]], base: list[list[str]],
              ups: list[list[str]], layers: tuple[float, float],
-             real: list[list[str]]) -> str:
+             real: list[list[str]], fronts: list[list[str]]) -> str:
     lines = ["# wsgistack benchmarks", "", f"Run: {context}.", "",
              "## wsgistack vs the same server by hand (hello world, req/s, medians)", ""]
     lines += _table(["backend", "wsgistack", "by hand", "ratio", "rounds"], ab)
@@ -25,6 +25,11 @@ def markdown(context: str, ab: list[list[str]], workload_names: list[str],
     lines += ["`err`: socket errors as wrk counts them. wrk counts the end of a connection as "
               "a read error, and uWSGI's http11-socket ends each response that has no length "
               "(the streamed one) by closing the connection: one per request.", ""]
+    if fronts:
+        lines += ["## Front doors against uWSGI alone (same app and workers, req/s, medians)",
+                  ""]
+        lines += _table(["workload", "front door", "through it", "uWSGI alone", "ratio",
+                         "rounds"], fronts)
     lines += ["## Peak RSS per process group after the workloads (MiB)", ""]
     lines += _table(["backend", "service or front end: MiB"], memory)
     lines += ["## The embedded default against the baselines (hello world, req/s, medians)", ""]

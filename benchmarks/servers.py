@@ -46,7 +46,10 @@ def manifest(services: dict[str, str], port: int, processes: int, threads: int,
     for name, app in services.items():
         lines.append(
             f'[services.{name}]\napp = "{app}"\nprocesses = {processes}\nthreads = {threads}\n'
-            f'max_body = 0\nhealth_path = "{"/status/200" if app == PROBE else "/"}"\n')
+            f'max_body = 0\nhealth_path = "{"/status/200" if app == PROBE else "/"}"\n'
+            # The probe takes the uploads: as an upload service would, it reads them as
+            # they arrive.
+            + ("upload = true\n" if app == PROBE else ""))
     return "\n".join(lines)
 
 
@@ -134,7 +137,8 @@ def hand_command(backend: str, port: int, processes: int, threads: int,
         return [py, "-m", "gunicorn", "-k", "gthread", "-w", str(processes),
                 "--threads", str(threads), "-b", f"127.0.0.1:{port}", HELLO]
     if backend == "uwsgi":
-        return ["uwsgi", "--plugin", "python3", "--http11-socket", f"127.0.0.1:{port}",
+        # http-socket: one request per connection, as wsgistack's uWSGI serves (loader.py).
+        return ["uwsgi", "--plugin", "python3", "--http-socket", f"127.0.0.1:{port}",
                 "--master", "--processes", str(processes), "--threads", str(threads),
                 "--virtualenv", sys.prefix, "--module", HELLO, "--disable-logging",
                 "--die-on-term"]

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import FIXTURES
+from wsgistack import loader
 from wsgistack.loader import (
     SpecError,
     limit_body,
@@ -279,3 +280,36 @@ def test_a_chunked_body_is_spooled_and_given_a_length():
                                        "wsgi.input": io.BytesIO(body)},
                                       lambda s, h: status.append(s))
     assert status == ["413 Request Entity Too Large"]
+
+
+def test_an_exception_out_of_the_app_is_one_500_until_the_body_has_begun():
+    import io
+
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        if environ["PATH_INFO"] == "/call":
+            raise KeyError("at call")
+
+        def body():
+            if environ["PATH_INFO"] == "/late":
+                yield b"part"
+            raise ValueError("in the body")
+        return body()
+
+    wrapped = loader.uniform_errors(app)
+    for path, error in (("/call", "KeyError: 'at call'"), ("/first", "ValueError: in the body")):
+        errors, seen = io.StringIO(), []
+        env = {"PATH_INFO": path, "REQUEST_METHOD": "GET", "wsgi.errors": errors}
+
+        def start(status, headers, exc=None, seen=seen):
+            seen.append((status, exc is not None))
+
+        body = b"".join(wrapped(env, start))
+        assert (seen[-1], body) == (("500 Internal Server Error", True), loader.APP_FAILED)
+        assert f"wsgistack: GET {path}: the app raised" in errors.getvalue()
+        assert error in errors.getvalue()
+    # Once part of the body is out, only the server can end it: the exception goes on.
+    late = wrapped({"PATH_INFO": "/late", "REQUEST_METHOD": "GET", "wsgi.errors": io.StringIO()},
+                   lambda s, h, exc=None: None)
+    with pytest.raises(ValueError, match="in the body"):
+        list(late)

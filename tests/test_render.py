@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import FIXTURES, run_cli
 from wsgistack import manifest, plan, runtime
 from wsgistack.backends import BACKENDS
 from wsgistack.host import Host
@@ -55,7 +55,7 @@ def test_mod_wsgi_defaults(monkeypatch):
                  "    Require all denied"):
         assert line in conf.splitlines()
     # 10 + max(10, 1.5 x (2x1 + 4x2 + 2x1)) = 28 clients, in whole children of 25 threads.
-    assert "MaxRequestWorkers 50" in conf
+    assert "MaxRequestWorkers 50" in conf and "MinSpareThreads 5" in conf.splitlines()
     aliases = [ln.split()[1] for ln in conf.splitlines() if ln.startswith("WSGIScriptAlias")]
     assert aliases == ['"/identity"', '"/image"', '"/"']  # the root alias last
     assert 'python-home="/opt/venvs/cp"' in conf
@@ -103,11 +103,14 @@ def test_apache_uwsgi_proxies_every_service_over_http(monkeypatch):
 
 
 def test_render_command_writes_files(tmp_path):
-    """Also before any `up` made the default user (run alone as root, this file found it)."""
+    """Also before any `up` made the default user (run alone as root, this file found it).
+    The venv named is not on this machine: the apps are not loaded first, and it says so."""
     out = tmp_path / "out"
     res = run_cli("-f", str(HERE / "cases" / "control-plane.toml"), "render", "--backend",
                   "mod_wsgi", "-o", str(out))
     assert res.code == 0, res.err
+    assert "wsgistack: not loaded before writing: identity: /opt/venvs/cp/bin/python is not " \
+        "on this machine" in res.err.splitlines()
     assert (out / "conf" / "httpd.conf").is_file()
     assert str(out / "entries" / "identity" / "wsgistack_entry_identity.py") in res.out.splitlines()
     # Entries hold env values: readable by the service's group, by no other user.
@@ -148,3 +151,44 @@ def test_listening_beyond_the_machine_on_a_server_slow_clients_starve_is_warned(
                "cannot hold off slow clients (each one sending its request a byte at a time "
                "holds a worker): put nginx or HAProxy in front, or use the nginx+uwsgi backend")
     assert (warning in (res.out + res.err).splitlines()) is warned
+
+
+def test_render_loads_each_app_before_writing(tmp_path):
+    tmp_path.chmod(0o755)  # the app's user loads it from there
+    (tmp_path / "wsgistack.toml").write_text(
+        '[services.good]\napp = "wsgistack.apps.probe:application"\n'
+        f'[services.bad]\napp = "broken:application"\npython_path = ["{FIXTURES}"]\n')
+    args = ("-f", str(tmp_path / "wsgistack.toml"), "render", "--backend", "gunicorn", "-o",
+            str(tmp_path / "out"))
+    refused = run_cli(*args)
+    assert refused.code == 2
+    assert refused.err.splitlines()[-1] == (
+        "wsgistack: error: service 'bad' cannot load its app: cannot load app "
+        "'broken:application': ModuleNotFoundError: No module named 'no_such_dependency_xyz'; "
+        "nothing was written; fix services.bad.app, or render with --no-check")
+    assert not (tmp_path / "out" / "entries").exists()
+    res = run_cli(*args, "--no-check")
+    assert res.code == 0 and (tmp_path / "out" / "entries" / "bad").is_dir(), res.err
+
+
+@pytest.mark.parametrize(("services", "workers", "threads", "connections"), [
+    (1, 1, 1, 1024),  # 10 + max(10, 1.5) = 20: one child of 20 threads, not a constant 25
+    (4, 8, 4, 1024),  # 10 + max(10, 1.5 x 128) = 202: 9 children of 25
+    (8, 16, 8, 4 * 1546),  # 10 + 1.5 x 1024 = 1546: 62 children; nginx, 4 per request
+])
+def test_front_doors_are_sized_from_the_services(tmp_path, services, workers, threads,
+                                                 connections):
+    (tmp_path / "wsgistack.toml").write_text("".join(
+        f'[services.s{i}]\napp = "wsgistack.apps.hello:application"\nprocesses = {workers}\n'
+        f"threads = {threads}\n" for i in range(services)))
+    m = manifest.load(tmp_path / "wsgistack.toml")
+    capacity = 10 + max(10, -(-3 * services * workers * threads // 2))
+    per_child = min(25, capacity)
+    children = -(-capacity // per_child)
+    httpd = runtime.render(plan.build(m, "mod_wsgi", state=STATE, host=ROOT))["conf/httpd.conf"]
+    lines = httpd.splitlines()
+    assert f"ThreadsPerChild {per_child}" in lines and f"ServerLimit {children}" in lines
+    assert f"MaxRequestWorkers {children * per_child}" in lines
+    assert children * per_child - capacity < per_child  # no more than one child to spare
+    nginx = runtime.render(plan.build(m, "nginx+uwsgi", state=STATE, host=ROOT))
+    assert f"events {{ worker_connections {connections}; }}" in nginx["conf/nginx.conf"]

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import re
 import shutil
 import stat
 import tempfile
+import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Stack, alive, assert_reloaded, free_port
+from wsgistack import loader
 from wsgistack.backends import BACKENDS, apache
 
 pytestmark = pytest.mark.live
@@ -87,12 +91,48 @@ def test_example_stack_under_every_backend(shared_stack, backend):
     api = get(urls["api"] + "things")
     assert api["link"] == f"{urls['api']}v1"  # links built from SCRIPT_NAME carry the prefix
     assert api["argv"] == ["api"]
+    assert_idle_clients_starve_nobody(urls["api"])
+    assert_app_errors_look_alike(shared_stack.root, urls["probe"], urls["api"])
     health = get(f"http://127.0.0.1:{port}/healthcheck")
     assert health["healthy"] is True
     pids = shared_stack.pids()
     assert shared_stack.cli("status").code == 0
     assert shared_stack.cli("down").code == 0
     assert not [p for p in pids if alive(p)]
+
+
+def assert_idle_clients_starve_nobody(base: str) -> None:
+    """The api service has 2 threads in 1 process. Two clients that keep their connections
+    open after an answer (a service's pooled connections to Keystone do) must not hold
+    both: a third is answered. And an answer with no length and no body (204) arrives."""
+    url = urllib.parse.urlsplit(base)
+    idle = [http.client.HTTPConnection(url.hostname, url.port, timeout=10) for _ in range(2)]
+    try:
+        for conn in idle:
+            conn.request("GET", url.path + "nothing")
+            resp = conn.getresponse()
+            assert (resp.status, resp.read()) == (204, b"")
+        assert get(base + "third")["path_info"] == "/third"
+    finally:
+        for conn in idle:
+            conn.close()
+
+
+def assert_app_errors_look_alike(root: Path, base: str, api: str) -> None:
+    """An exception out of the app, before it started its answer or after (but before any
+    of its body): the entry's own 500 on every server (not Apache's HTML page, nginx's 502
+    or granian's empty 500), the traceback in the log, and the service answers the next
+    request."""
+    for url in (base + "raise", api + "raise-late"):
+        with pytest.raises(urllib.error.HTTPError) as raised:
+            urllib.request.urlopen(url, timeout=10)
+        assert (raised.value.code, raised.value.read()) == (500, loader.APP_FAILED)
+    assert get(base + "after")["PATH_INFO"] == "/after"
+    logs = "".join(p.read_text(errors="replace")
+                   for p in (root / ".wsgistack" / "logs").glob("*.log"))
+    assert "RuntimeError: the probe raised, as asked" in logs
+    assert "RuntimeError: the body failed" in logs
+    assert "AH10159" not in logs  # Apache sized from the services: no warning at start
 
 
 def test_check_shows_all_backends_agreeing(shared_stack):
@@ -165,12 +205,11 @@ python_path = ["{shared_stack.root / 'fixtures'}"]
     res = shared_stack.cli("up", "--detach", "--backend", backend)
     assert res.code == 2
     last = res.err.splitlines()[-1]
-    # Its uWSGI exited (need-app) while the front end kept answering 502: seen at once,
-    # not after start_timeout.
-    assert last.startswith(
-        "wsgistack: error: service 'bad' exited during start-up: cannot load its app: cannot "
-        "load app 'broken:application': ModuleNotFoundError: No module named "
-        "'no_such_dependency_xyz'; log: "), last
+    # Loaded in a throwaway process first: no server started for it, nor for the others.
+    assert last == (
+        "wsgistack: error: service 'bad' cannot load its app: cannot load app "
+        "'broken:application': ModuleNotFoundError: No module named 'no_such_dependency_xyz'; "
+        "nothing was started; fix services.bad.app or install what it imports"), last
     assert shared_stack.pids() == []
 
 

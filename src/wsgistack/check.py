@@ -172,6 +172,12 @@ def _slow_clients(t: Target) -> str:
     return f"holds: answered in {took:.1f}s" if status else f"starved: no answer in {SLOW_WAIT:g}s"
 
 
+def _app_raises(t: Target) -> str:
+    status, _kind, data = _fetch(t, "GET", "/raise")
+    after = _request(t, "GET", "/status/200")[0]
+    return f"HTTP {status}, {len(data)} B {hashlib.sha256(data).hexdigest()[:8]}; then {after}"
+
+
 def _outside(t: Target) -> str:
     # Front ends deny what no service serves (403), servers of one app answer 404: both refuse.
     status = _request(dataclasses.replace(t, prefix=""), "GET", "/elsewhere")[0]
@@ -242,8 +248,10 @@ CHECKS: list[Check] = [
     Check("5 MiB upload, Content-Length", "probe", lambda t: _upload(t, chunked=False)),
     Check("5 MiB upload, chunked", "probe", lambda t: _upload(t, chunked=True)),
     Check("8 MiB streamed response", "probe", _stream),
+    Check("app raises", "probe", _app_raises),
     Check("body over the limit", "same", _over_limit),
-    Check("keep-alive", "same", _keepalive),
+    # Shown, not compared: uWSGI alone ends each connection after its answer (loader.py).
+    Check("keep-alive", "info", _keepalive),
     Check("outside the prefix", "same", lambda t: _outside(t)),
     Check("wsgi.multiprocess/thread", "probe info", lambda t: _field(
         _echo(t), "wsgi.multiprocess", "wsgi.multithread")),

@@ -189,6 +189,9 @@ def cmd_render(args: argparse.Namespace) -> int:
     out = Path(args.output).absolute()
     p = _built(plan.build(m, args.backend or m.stack.backend, state=out))
     files = runtime.render(p)
+    if not args.no_check:
+        for note in runtime.try_rendered(p, files):
+            _say(f"wsgistack: not loaded before writing: {note}")
     access.write_rendered(p, files)  # as under the state dir: entries hold env values
     for rel in sorted(files):
         _show(str(out / rel))
@@ -320,6 +323,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("-n", "--lines", type=int, default=50)
     p = add("render", cmd_render, "write the files a server would use, start nothing", True)
     p.add_argument("-o", "--output", required=True, help="directory to write into")
+    p.add_argument("--no-check", action="store_true",
+                   help="write without loading each app first, in a throwaway process")
     p = add("entry", cmd_entry, "write a server-agnostic WSGI entry file for an app spec")
     p.add_argument("spec", help="pkg.mod:app, pkg.mod:factory(), paste:FILE#name, FILE.wsgi, "
                    "ep:GROUP:NAME")

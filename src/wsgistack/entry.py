@@ -101,6 +101,7 @@ def get_application(args=None):
                 SPEC, argv0=NAME, args=ARGS if args is None else args, env=ENV,
                 python_path=PYTHON_PATH, working_dir=WORKING_DIR,
             )
+            built = uniform_errors(built)
             if os.environ.get("WSGISTACK_VALIDATE"):  # `wsgistack check`: PEP 3333 checks
                 from wsgiref.validate import validator
                 built = validator(built)

@@ -18,10 +18,11 @@ import ast
 import contextlib
 import importlib
 import inspect
+import itertools
 import os
 import runpy
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 WSGIApp = Callable[..., Any]
@@ -396,12 +397,13 @@ class _AfterClose:
     """The app's result, with something done once the server has closed it (the request's
     end, as servers count it)."""
 
-    def __init__(self, result: Any, then: Callable[[], object]) -> None:
+    def __init__(self, result: Any, then: Callable[[], object], body: Any = None) -> None:
         self._result = result
         self._then = then
+        self._body = result if body is None else body  # what is sent: the result, or a view
 
     def __iter__(self) -> Any:
-        return iter(self._result)
+        return iter(self._body)
 
     def close(self) -> None:
         try:
@@ -409,6 +411,62 @@ class _AfterClose:
                 self._result.close()
         finally:
             self._then()
+
+
+APP_FAILED = b"500 Internal Server Error: the app failed; the service's log has why\n"
+
+
+def uniform_errors(app: WSGIApp) -> WSGIApp:
+    """An exception that escapes the app: the same short 500 on every server, its traceback
+    in the service's log (wsgi.errors). Servers disagreed: an HTML page (Apache), a 502 as
+    uWSGI closed (nginx), an empty 500 (granian). Once part of the body is out, nothing can
+    be said any more: the exception goes on, and the server ends the connection."""
+
+    def failed(environ: dict[str, Any], start_response: Callable[..., Any],
+               started: bool) -> list[bytes]:
+        import traceback
+
+        errors = environ.get("wsgi.errors") or sys.stderr
+        errors.write(f"wsgistack: {environ.get('REQUEST_METHOD', '')} "
+                     f"{environ.get('PATH_INFO', '')}: the app raised\n")
+        errors.write(traceback.format_exc())
+        errors.flush()
+        # exc_info says "replace what the app started"; uWSGI, given it, returns with the
+        # exception still set (a SystemError), and replaces the headers without it.
+        replace = (sys.exc_info(),) if started and "uwsgi.version" not in environ else ()
+        start_response("500 Internal Server Error", [
+            ("Content-Type", "text/plain; charset=utf-8"),
+            ("Content-Length", str(len(APP_FAILED)))], *replace)
+        return [APP_FAILED]
+
+    def call(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        started: list[bool] = []
+
+        def start(*args: Any) -> Any:
+            started.append(True)
+            return start_response(*args)
+
+        result: Any = None
+        try:
+            result = app(environ, start)
+            if isinstance(result, (list, tuple)) or hasattr(result, "filelike"):
+                return result  # nothing left to fail, or a file for the server to send
+            # Up to the first piece of body, here: some servers (granian) send the headers
+            # as soon as they start iterating, and a failure then could say nothing.
+            pieces, first = iter(result), []
+            for piece in pieces:
+                first.append(piece)
+                if piece:
+                    break
+        except BodyTooLarge:  # limit_body's, to answer 413
+            raise
+        except Exception:
+            if hasattr(result, "close"):
+                result.close()
+            return failed(environ, start_response, bool(started))
+        return _AfterClose(result, lambda: None, itertools.chain(first, pieces))
+
+    return call
 
 
 class BodyTooLarge(Exception):
@@ -540,7 +598,7 @@ def _too_large(start_response: Callable[..., Any], max_body: int,
 
 def _plain(start_response: Callable[..., Any], status: str, text: str,
            close: bool = False) -> list[bytes]:
-    # A length lets keep-alive clients (uWSGI's http11-socket) see where the answer ends.
+    # A length lets keep-alive clients see where the answer ends.
     body = (text + "\n").encode()
     start_response(status, [("Content-Type", "text/plain"), ("Content-Length", str(len(body))),
                             *([("Connection", "close")] if close else [])])
@@ -585,39 +643,6 @@ class _ChunkedInput:
 
     def __iter__(self) -> Any:
         return iter(self.readline, b"")
-
-
-class _ContinueInput:
-    """wsgi.input that answers a client's `Expect: 100-continue` as the app first reads it
-    (PEP 3333): uWSGI's HTTP sockets never do, and the client waits (curl: a second) before
-    it sends the body. An app that answers without reading sends no 100."""
-
-    def __init__(self, inner: Any, fd: int) -> None:
-        self._inner, self._fd = inner, fd
-
-    def _continue(self) -> None:
-        if self._fd >= 0:
-            fd, self._fd = self._fd, -1
-            with contextlib.suppress(OSError):
-                os.write(fd, b"HTTP/1.1 100 Continue\r\n\r\n")
-
-    def read(self, *args: Any) -> bytes:
-        self._continue()
-        data: bytes = self._inner.read(*args)
-        return data
-
-    def readline(self, *args: Any) -> bytes:
-        self._continue()
-        data: bytes = self._inner.readline(*args)
-        return data
-
-    def readlines(self, *args: Any) -> list[bytes]:
-        self._continue()
-        return list(self._inner.readlines(*args))
-
-    def __iter__(self) -> Any:
-        self._continue()
-        return iter(self._inner)
 
 
 # Request headers by which a proxy tells what the client sent, as WSGI environ keys. From a
@@ -732,12 +757,10 @@ def server_quirks(app: WSGIApp, trusted_proxies: Sequence[str] = (),
     - SCRIPT_NAME is always present, and HTTP_CONTENT_TYPE/HTTP_CONTENT_LENGTH never are
       (uWSGI behind nginx gets both wrong; PEP 3333 says otherwise); a body with a
       CONTENT_LENGTH has no HTTP_TRANSFER_ENCODING.
-    - With WSGISTACK_CLOSE_UNFRAMED set (uWSGI's http11-socket, which neither chunks nor
-      closes), a response without a length says `Connection: close` and the connection is
-      shut down after its body, so the client sees where it ends.
+    - With WSGISTACK_CLOSE_AFTER set (uWSGI's http11-socket), every response says
+      `Connection: close` and the connection is shut down after its body.
     """
-    close_unframed = bool(os.environ.get("WSGISTACK_CLOSE_UNFRAMED"))
-    draining = _drain_watch(os.environ.get("WSGISTACK_DRAIN_FILE", ""))
+    close_after = bool(os.environ.get("WSGISTACK_CLOSE_AFTER"))
     networks = _networks(trusted_proxies)
     trust: dict[str, bool] = {}  # by REMOTE_ADDR: asked once per address, not per request
 
@@ -777,72 +800,55 @@ def server_quirks(app: WSGIApp, trusted_proxies: Sequence[str] = (),
 
             environ["wsgi.input"] = _ChunkedInput(uwsgi.chunked_read)
             environ["wsgi.input_terminated"] = True
-        if close_unframed:  # uWSGI's own http11-socket
+        if close_after:  # uWSGI's own http11-socket
             if environ.get("HTTP_EXPECT", "").lower() == "100-continue":
-                import uwsgi  # only importable under uWSGI
-
-                environ["wsgi.input"] = _ContinueInput(environ["wsgi.input"],
-                                                       uwsgi.connection_fd())
-            return _close_unframed(app, environ, start_response, draining)
+                _continue_now()
+            return _close_after(app, environ, start_response)
         return app(environ, start_response)
 
     return uniform
 
 
-DRAIN_CHECK = 0.1  # seconds; wsgistack's drain before a reload lasts 1 s (runtime.py)
-
-
-def _drain_watch(path: str) -> Callable[[], bool]:
-    """Whether a reload is coming for this worker: `wsgistack reload` rewrites the drain file
-    (uWSGI's http11-socket) a moment before it signals. The worker then ends each connection
-    after its answer, saying so, rather than let a client send on a keep-alive connection
-    that the worker is about to close. The file is read at most every DRAIN_CHECK seconds,
-    not per response: the drain lasts a second; once seen, it lasts for the worker."""
-    import time
-
-    def generation() -> str:
-        try:
-            with open(path, encoding="ascii") as fh:
-                return fh.read()
-        except OSError:
-            return ""
-
-    if not path:
-        return lambda: False
-    loaded = generation()
-    seen = {"next": 0.0, "draining": False}
-
-    def draining() -> bool:
-        if not seen["draining"] and time.monotonic() >= seen["next"]:
-            seen["next"] = time.monotonic() + DRAIN_CHECK
-            seen["draining"] = generation() != loaded
-        return bool(seen["draining"])
-
-    return draining
-
-
-def _close_unframed(app: WSGIApp, environ: dict[str, Any], start_response: Callable[..., Any],
-                    draining: Callable[[], bool]) -> Any:
-    """Run `app` under uWSGI's http11-socket so a response without a length is delimited by
-    the end of the connection. uWSGI keeps such a connection alive whatever the headers say
-    (its proto_http11_close "does not honour Connection: close"), so the client would wait
-    forever: after the body, the socket is shut down, which ends both the client's read and
-    uWSGI's wait for a next request on it."""
-    unframed = []
+def _close_after(app: WSGIApp, environ: dict[str, Any], start_response: Callable[..., Any]
+                 ) -> Any:
+    """Run `app` under uWSGI's http11-socket, ending the connection after the response.
+    There, a worker keeps a connection alive by waiting on it for the next request, up to
+    socket-timeout, deaf to every other client: two idle keep-alive clients (a service's
+    pooled connections to Keystone) stall a two-worker service for a minute. And a response
+    without a length must end with the connection, which uWSGI keeps whatever the headers
+    say (its proto_http11_close "does not honour Connection: close"): the socket is shut
+    down after the body, which ends both the client's read and uWSGI's wait."""
 
     def start(status: str, headers: list[tuple[str, str]], *exc: Any) -> Any:
-        closing = any(k.lower() == "connection" and v.lower() == "close" for k, v in headers)
-        if closing or draining() or not any(k.lower() == "content-length" for k, _ in headers):
-            headers = headers if closing else [*headers, ("Connection", "close")]
-            unframed.append(True)
+        if not any(k.lower() == "connection" and v.lower() == "close" for k, v in headers):
+            headers = [*headers, ("Connection", "close")]
         return start_response(status, headers, *exc)
 
-    # Wrapped whatever the headers: a generator app calls start_response only once iterated.
-    def shutdown() -> None:
-        if unframed:
-            _shutdown_uwsgi_connection()
+    result = app(environ, start)
 
-    return _AfterClose(app(environ, start), shutdown)
+    def body() -> Iterator[bytes]:
+        empty = True
+        for piece in result:
+            empty = False
+            yield piece
+        if empty:
+            # uWSGI sends the headers with the first piece of body, else only after close():
+            # with the connection shut by then, a 204 would never reach the client.
+            yield b""
+
+    return _AfterClose(result, _shutdown_uwsgi_connection, body())
+
+
+def _continue_now() -> None:
+    """Answer `Expect: 100-continue` at once, as every other server and front end here does
+    (as it reads the request): uWSGI's HTTP sockets never do, and the client waits (curl: a
+    second) before it sends the body. Waiting for the app's first read instead would make
+    the client wait as long as the app works before reading (Glance checks the token with
+    Keystone first). An early answer still works: the entry reads what is left unread."""
+    import uwsgi  # only importable under uWSGI
+
+    with contextlib.suppress(OSError):
+        os.write(uwsgi.connection_fd(), b"HTTP/1.1 100 Continue\r\n\r\n")
 
 
 def _shutdown_uwsgi_connection() -> None:

@@ -127,6 +127,12 @@ class ServiceConfig:
         "the first start, with the service's env and venv; done again only when they change. "
         "Output goes to logs/NAME-setup.log."
     )
+    after_up: tuple[str, ...] = setting(
+        (), "Commands run in order on every `up` once the whole stack is healthy (register "
+        "endpoints in a catalog, create service users), as `setup` is: shell words, "
+        "`${variables}` substituted, the service's env, venv and user. They must be safe to "
+        "run again. Output goes to logs/NAME-after_up.log; a failure stops the stack."
+    )
     health_path: str = setting("/", "Path under the prefix that the health check requests.")
     health_status: int = setting(200, "HTTP status the health check expects.", minimum=100)
     max_body: int = setting(
@@ -193,6 +199,8 @@ VARIABLES = {
     "data": "the service's data directory, `STATE/data/NAME`, owned by the user the app runs as",
     "manifest_dir": "the directory of the manifest",
     "url": "the service's public URL, without a trailing slash (`http://HOST:PORT/identity`)",
+    "internal_url": "the URL other services and the health check reach it on: the listen "
+                    "address rather than `public_host` (`http://127.0.0.1:PORT/identity`)",
     "front_url": "the front door's URL (`http://HOST:PORT`): the front end's port, or the "
                  "first port (`base_port`) when each service listens itself",
     "prefix": "the service's URL prefix (empty for the root)",
@@ -200,8 +208,12 @@ VARIABLES = {
     "group": "that user's primary group",
     "venv": "the service's venv (its `sys.prefix`)",
     "python": "the service's interpreter",
+    "services.NAME.url": "another service's `url`; likewise `services.NAME.internal_url` "
+                         "and `services.NAME.prefix`, under every backend",
     "file:PATH": "the text of the file PATH (relative to the manifest), without its final "
                  "line break: a secret, never shown",
+    "secret:NAME": "a random password made on first use and kept in `STATE/secrets/NAME` "
+                   "(root's alone): the same value wherever the stack names it, never shown",
 }
 
 
@@ -408,7 +420,8 @@ def settings_reference() -> str:
             lines.append(f"| `{fld.name}` | {kind} | {default} | {doc} |")
         lines.append("")
     lines += ["## `${variables}`", "",
-              "Usable in `env` values, `templates` and `setup` commands (`$$` is a literal `$`).",
+              "Usable in `env` values, `templates`, `static` directories, `setup` and `after_up` "
+              "commands (`$$` is a literal `$`).",
               "", "| variable | value |", "| --- | --- |"]
     lines += [f"| `${{{k}}}` | {v} |" for k, v in VARIABLES.items()]
     lines.append("")

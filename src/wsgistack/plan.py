@@ -10,6 +10,7 @@ import hashlib
 import ipaddress
 import json
 import os
+import re
 import shlex
 import string
 import sys
@@ -29,13 +30,17 @@ DEBIAN_PYTHON = "/usr/bin/python3"
 
 
 class _Template(string.Template):
-    # `${file:/etc/keystone/admin-password}` as well as `${name}`.
-    braceidpattern = r"(?a:[_a-z][_a-z0-9]*(?::[^}]+)?)"
+    # `${file:/etc/keystone/admin-password}` and `${services.keystone.url}` as well as `${name}`.
+    braceidpattern = r"(?a:[_a-z][_a-z0-9]*(?:\.[_a-z0-9-]+)*(?::[^}]+)?)"
+
+
+SECRET_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 
 
 class Variables(Mapping[str, str]):
     """The `${variables}` of one service. `${file:PATH}` reads a secret from a file (relative
-    to the manifest); what was read is remembered, so that it is never shown."""
+    to the manifest), `${secret:NAME}` one made for the stack; what was read is remembered,
+    so that it is never shown."""
 
     def __init__(self, values: Mapping[str, str], root: str) -> None:
         self._values = dict(values)
@@ -45,12 +50,19 @@ class Variables(Mapping[str, str]):
         self.where = self.key = ""  # what is being substituted, for a missing file's message
 
     def __getitem__(self, name: str) -> str:
-        if name.startswith("file:"):
-            value = secrets.read_file(Path(self.root, name[len("file:"):]), self.where,
-                                      self.key, self.warnings)
-            self.secrets.add(value)
-            return value
-        return self._values[name]
+        kind, _, arg = name.partition(":")
+        if kind == "file" and arg:
+            value = secrets.read_file(Path(self.root, arg), self.where, self.key, self.warnings)
+        elif kind == "secret" and arg:
+            if not SECRET_NAME.fullmatch(arg):
+                raise ManifestError(self.where, self.key, f"${{secret:{arg}}}: a secret's "
+                                    "name is letters, digits, '.', '_' and '-'")
+            value = secrets.generated(Path(self._values["state"], "secrets", arg), self.where,
+                                      self.key)
+        else:
+            return self._values[name]
+        self.secrets.add(value)
+        return value
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._values)
@@ -69,6 +81,7 @@ class Provision:
     user: str = ""  # who the app runs as, and so who owns data_dir
     templates: tuple[tuple[str, str], ...] = ()  # (target, template), absolute
     setup: tuple[tuple[str, ...], ...] = ()
+    after_up: tuple[tuple[str, ...], ...] = ()
     variables: Variables = field(default_factory=lambda: Variables({}, "/"))
 
 
@@ -220,8 +233,14 @@ def substitute(text: str, variables: Mapping[str, str], where: str, key: str) ->
     try:
         return _Template(text).substitute(variables)
     except KeyError as exc:
+        name = exc.args[0]
+        if name.startswith("services."):
+            names = sorted({k.split(".")[1] for k in variables if k.startswith("services.")})
+            raise ManifestError(
+                where, key, f"${{{name}}}: no such service or value (services: "
+                f"{', '.join(names)}; values: url, internal_url, prefix)") from None
         raise ManifestError(
-            where, key, f"unknown variable ${{{exc.args[0]}}} (known: "
+            where, key, f"unknown variable ${{{name}}} (known: "
             f"{', '.join(VARIABLES)}; write $$ for a literal $)") from None
     except ValueError as exc:
         raise ManifestError(where, key, f"{exc}; write $$ for a literal $") from None
@@ -234,13 +253,15 @@ def _provision(manifest: Manifest, svc: ServiceConfig, variables: Variables,
         (os.path.join(variables["state"], target),
          str((manifest.root / source).absolute()))
         for target, source in svc.templates.items())
-    setup = tuple(
-        tuple(shlex.split(substitute(cmd, variables, where, f"{key}.setup")))
-        for cmd in svc.setup)
+    def commands(name: str, given: tuple[str, ...]) -> tuple[tuple[str, ...], ...]:
+        return tuple(tuple(shlex.split(substitute(cmd, variables, where, f"{key}.{name}")))
+                     for cmd in given)
+
     return Provision(
         venv_base=venv_python(manifest) if venv else "", packages=venv[1] if venv else (),
         data_dir=variables["data"], user=variables["user"], templates=templates,
-        setup=setup, variables=variables)
+        setup=commands("setup", svc.setup), after_up=commands("after_up", svc.after_up),
+        variables=variables)
 
 
 def _static(manifest: Manifest, svc: ServiceConfig, variables: Variables
@@ -301,11 +322,25 @@ class _Stack:
     server_packages: tuple[str, ...]
 
 
+def _addresses(manifest: Manifest, ports: list[int], where: _Stack) -> dict[str, str]:
+    """`services.NAME.url`, `.internal_url` and `.prefix` of every service: what one service
+    may know of another, decided before any of them is planned."""
+    out = {}
+    for svc, port in zip(manifest.services, ports, strict=True):
+        listen = where.front_port or port
+        out.update({
+            f"services.{svc.name}.url": f"http://{where.public}:{listen}{svc.prefix}",
+            f"services.{svc.name}.internal_url": f"http://{where.connect}:{listen}{svc.prefix}",
+            f"services.{svc.name}.prefix": svc.prefix,
+        })
+    return out
+
+
 def _service(manifest: Manifest, svc: ServiceConfig, port: int, where: _Stack,
-             warnings: list[str]) -> ServicePlan:
+             warnings: list[str], addresses: Mapping[str, str]) -> ServicePlan:
     """One service's plan: interpreter, user, variables, env and secrets, URLs, paths."""
     host, state = where.host, where.state
-    listen = where.front_port or port
+    own = f"services.{svc.name}."
     venv = (own_venv(manifest, svc, where.server_packages, state)
             if svc.requirements and not svc.venv else None)
     python, home = interpreter(svc, manifest.root, venv[0] if venv else "")
@@ -315,11 +350,11 @@ def _service(manifest: Manifest, svc: ServiceConfig, port: int, where: _Stack,
         warnings.append(f"service '{svc.name}' runs as root ({manifest.path}: user = "
                         "\"root\"): a flaw in the app is a flaw in the whole machine")
     variables = Variables({
-        "name": svc.name, "state": state,
+        **addresses, "name": svc.name, "state": state,
         "data": os.path.join(state, "data", svc.name), "manifest_dir": str(manifest.root),
-        "url": f"http://{where.public}:{listen}{svc.prefix}", "front_url": where.front_url,
-        "prefix": svc.prefix, "user": who.user, "group": who.group, "venv": home,
-        "python": python,
+        "url": addresses[own + "url"], "internal_url": addresses[own + "internal_url"],
+        "front_url": where.front_url, "prefix": svc.prefix, "user": who.user,
+        "group": who.group, "venv": home, "python": python,
     }, str(manifest.root))
     env, hidden = _env(manifest, svc, variables)
     provision = _provision(manifest, svc, variables, venv)
@@ -336,7 +371,7 @@ def _service(manifest: Manifest, svc: ServiceConfig, port: int, where: _Stack,
         python_home=home,
         env=env,
         public_url=f"{variables['url']}/",
-        health_url=f"http://{where.connect}:{listen}{svc.prefix}{svc.health_path}",
+        health_url=variables["internal_url"] + svc.health_path,
         working_dir=str((manifest.root / svc.working_dir).absolute()),
         run_dir=os.path.join(state, "run", svc.name),
         identity=who,
@@ -363,7 +398,8 @@ def build(manifest: Manifest, backend: str, state: Path | None = None,
         server_packages=get(backend).SERVICE_PACKAGES)
     ports = [0] * len(manifest.services) if front_end else _ports(manifest, stack.base_port)
     warnings: list[str] = []
-    services = [_service(manifest, svc, port, where, warnings)
+    addresses = _addresses(manifest, ports, where)
+    services = [_service(manifest, svc, port, where, warnings, addresses)
                 for svc, port in zip(manifest.services, ports, strict=True)]
     catalog = _catalog(stack.name, backend, services)
     services = [dataclasses.replace(s, env={**s.env, CATALOG_ENV: catalog}) for s in services]

@@ -112,29 +112,45 @@ def render_templates(plan: Plan) -> None:
                                   substitute(text, prov.variables, source, key))
 
 
+def _run_commands(plan: Plan, svc: ServicePlan, what: str,
+                  commands: tuple[tuple[str, ...], ...], progress: Callable[[str], None],
+                  again: str) -> None:
+    """Run `commands` in order as the app's user with the service's own environment, their
+    output kept in logs/NAME-WHAT.log; the first failure is one line."""
+    log = Path(plan.path("logs", f"{svc.name}-{what}.log"))
+    access.group_readable(plan, svc, str(log))
+    how = as_service(plan, svc, VIRTUAL_ENV=svc.python_home,
+                     PATH=os.path.join(svc.python_home, "bin") + os.pathsep
+                     + svc.base_env["PATH"])
+    progress(f"{svc.name}: running {len(commands)} {what} command(s)")
+    for argv in commands:
+        code = _run_logged(argv, log, hidden=svc.secrets, **how)
+        if code != 0:
+            raise ServerError(
+                f"service '{svc.name}': {what} command `{secrets.redact(shlex.join(argv))}` "
+                f"failed (exit {code}): {_last_line(log)}; see {log}; fix "
+                f"services.{svc.name}.{what} and {again}")
+
+
 def run_setup(plan: Plan, progress: Callable[[str], None]) -> None:
-    """Run each service's setup commands once, as the app's user with the service's own
-    environment; keep their output; record what was done."""
+    """Run each service's setup commands once; record what was done."""
     for svc in plan.services:
         prov = svc.provision
         record = hashlib.sha256(json.dumps(prov.setup).encode()).hexdigest()
         done = Path(plan.state, "setup", f"{svc.name}.done")
         if prov.setup and not (done.exists() and done.read_text() == record):
-            log = Path(plan.path("logs", f"{svc.name}-setup.log"))
-            access.group_readable(plan, svc, str(log))
-            how = as_service(plan, svc, VIRTUAL_ENV=svc.python_home,
-                             PATH=os.path.join(svc.python_home, "bin") + os.pathsep
-                             + svc.base_env["PATH"])
-            progress(f"{svc.name}: running {len(prov.setup)} setup command(s)")
-            for argv in prov.setup:
-                code = _run_logged(argv, log, hidden=svc.secrets, **how)
-                if code != 0:
-                    raise ServerError(
-                        f"service '{svc.name}': setup command `{shlex.join(argv)}` failed "
-                        f"(exit {code}): {_last_line(log)}; see {log}; fix "
-                        f"services.{svc.name}.setup and run `wsgistack up` again")
+            _run_commands(plan, svc, "setup", prov.setup, progress,
+                          "run `wsgistack up` again")
             access.make_file(plan, str(done), access.PRIVATE_FILE, text=record)
         access.hand_over(plan, svc, prov.data_dir)
+
+
+def run_after_up(plan: Plan, progress: Callable[[str], None]) -> None:
+    """Each service's after_up commands, every time the whole stack has come up healthy."""
+    for svc in plan.services:
+        if svc.provision.after_up:
+            _run_commands(plan, svc, "after_up", svc.provision.after_up, progress,
+                          "run `wsgistack up` again (the stack was stopped)")
 
 
 def prepare(plan: Plan, progress: Callable[[str], None]) -> None:

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import signal
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from wsgistack import access, provision
@@ -67,31 +69,71 @@ def up(plan: Plan, progress: Callable[[str], None]) -> list[Running]:
         processes.clear_pid_files(plan.state)
         preflight.check_ports(plan)
         _ready(plan, progress)
-        _write(plan, render(plan), progress)
+        files = render(plan)
+        _write(plan, files, progress)  # the apps' config and setup first: they load with them
+        try_apps(plan, files, lambda name, reason: (
+            f"service '{name}' cannot load its app: {reason}; nothing was started; fix "
+            f"services.{name}.app or install what it imports"))
         running: list[Running] = []
         try:
             for proc in get(plan.backend).command(plan):
                 running.append(processes.start(plan, proc))
                 processes.save_state(plan, running)
             health.wait_healthy(plan, running, progress)
+            provision.run_after_up(plan, progress)
         except BaseException:
             stop_stack(plan.state, running)
             raise
     return running
 
 
-def _try_apps(plan: Plan, files: dict[str, str]) -> None:
-    """Load each service's app, from its new entry, in a throwaway process as its user:
-    a reload whose app fails to import must leave the running stack as it was."""
-    for svc in plan.services:
-        trial = plan.path("preflight", svc.name, os.path.basename(svc.entry))
-        access.make_dir(plan, os.path.dirname(trial), access.GROUP_DIR, group=svc.group)
-        access.group_readable(plan, svc, trial, files[entry_file(svc)])
-        reason = health.diagnose(plan, svc, plan.start_timeout, entry=trial)
+TRIALS_AT_ONCE = 4  # apps loaded side by side: each may take a few hundred MiB
+
+
+def try_apps(plan: Plan, files: dict[str, str], refused: Callable[[str, str], str],
+             services: tuple[ServicePlan, ...] | None = None) -> None:
+    """Load each service's app, from its new entry, in a throwaway process as its user,
+    before anything is started or signalled; the first that fails is one error:
+    `refused(service, reason)`."""
+    services = plan.services if services is None else services
+    def trial(svc: ServicePlan) -> str:
+        path = plan.path("preflight", svc.name, os.path.basename(svc.entry))
+        access.make_dir(plan, os.path.dirname(path), access.GROUP_DIR, group=svc.group)
+        access.group_readable(plan, svc, path, files[entry_file(svc)])
+        return health.diagnose(plan, svc, plan.start_timeout, entry=path)
+
+    with ThreadPoolExecutor(TRIALS_AT_ONCE) as pool:
+        reasons = list(pool.map(trial, services))
+    for svc, reason in zip(services, reasons, strict=True):
         if reason:
-            raise ServerError(
-                f"reload refused: service '{svc.name}' cannot load its app: {reason}; the "
-                "running stack is untouched; fix it and run `wsgistack reload` again")
+            raise ServerError(refused(svc.name, reason))
+
+
+def try_rendered(plan: Plan, files: dict[str, str]) -> list[str]:
+    """`render`'s check: each app loaded from its entry before anything is written, except
+    where what it needs comes later (`up` makes its venv, templates and setup); returns
+    what was not tried, and why."""
+    untried, tried = [], []
+    os.makedirs(plan.state, exist_ok=True)  # where the trial entries go, as the files will
+    for svc in plan.services:
+        prov = svc.provision
+        why = ("its templates and setup come first" if prov.templates or prov.setup else
+               ("its venv is made by `up`" if prov.venv_base else
+                f"{svc.python} is not on this machine") if not os.path.exists(svc.python) else
+               f"{svc.user} cannot reach {plan.state}" if plan.root
+               and not preflight.reachable(plan.state, svc.user) else "")
+        if why:
+            untried.append(f"{svc.name}: {why}")
+        else:
+            tried.append(svc)
+    if tried:
+        try:
+            try_apps(plan, files, lambda name, reason: (
+                f"service '{name}' cannot load its app: {reason}; nothing was written; fix "
+                f"services.{name}.app, or render with --no-check"), tuple(tried))
+        finally:
+            shutil.rmtree(plan.path("preflight"), ignore_errors=True)
+    return untried
 
 
 def reload(plan: Plan, progress: Callable[[str], None]) -> list[Running]:
@@ -114,7 +156,9 @@ def reload(plan: Plan, progress: Callable[[str], None]) -> list[Running]:
                               "`up`; a reload keeps them: run `wsgistack down` then `up`")
         _ready(plan, progress)
         files = render(plan)
-        _try_apps(plan, files)
+        try_apps(plan, files, lambda name, reason: (
+            f"reload refused: service '{name}' cannot load its app: {reason}; the running "
+            "stack is untouched; fix it and run `wsgistack reload` again"))
         changed = _write(plan, files, progress)
         return _signal_reload(plan, state, changed, progress)
 
@@ -142,8 +186,6 @@ def _signal_reload(plan: Plan, state: StackState, changed: set[str],
         old |= apps
         with open(r.log, "ab") as log:  # ready lines count from here
             since = processes.mark_log(log, f"reload ({signal.Signals(sig).name})")
-        if proc.drain:
-            _drain(plan, plan.service(r.name), proc.drain)
         for pid in [r.pid] if whole else apps & processes.child_pids(r.pid):
             os.kill(pid, sig)
         current.append(dataclasses.replace(r, ready=proc.ready, since=since))
@@ -180,15 +222,6 @@ def _swap(plan: Plan, old: Running, proc: Proc) -> Running:
         time.sleep(0.05)
     processes.end(old)  # uWSGI: SIGTERM is a graceful stop (its ini)
     return new
-
-
-# Long enough for every busy keep-alive connection to get one more answer, which ends it.
-DRAIN_SECONDS = 1.0
-
-
-def _drain(plan: Plan, svc: ServicePlan, path: str) -> None:
-    access.group_readable(plan, svc, path, f"{time.time_ns()}\n")
-    time.sleep(DRAIN_SECONDS)
 
 
 def stop_stack(state_dir: str, running: list[Running]) -> list[int]:

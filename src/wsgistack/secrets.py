@@ -8,7 +8,9 @@ manifest lists the key in `secrets`, or when it was read from a file (`${file:PA
 
 from __future__ import annotations
 
+import os
 import re
+import secrets as random
 import stat
 from collections.abc import Iterable
 from pathlib import Path
@@ -67,6 +69,30 @@ def read_file(path: Path, where: str, key: str, warnings: list[str]) -> str:
         if warning not in warnings:
             warnings.append(warning)
     return text.removesuffix("\n").removesuffix("\r")
+
+
+def generated(path: Path, where: str, key: str) -> str:
+    """The password kept in `path`, made (random, URL-safe) on first use. Root's alone: the
+    stack's other users get it only through the configs and env that name it."""
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        pass
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ManifestError(where, key, f"cannot read secret {path}: {why}") from None
+    value = random.token_urlsafe(24)
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # made meanwhile by another command: that one counts
+        return path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ManifestError(where, key, f"cannot keep a new secret in {path}: "
+                            f"{exc.strerror}; check the state dir") from None
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(value + "\n")
+    return value
 
 
 def read_env_file(path: Path, where: str, key: str, warnings: list[str]) -> dict[str, str]:

@@ -5,7 +5,7 @@ wsgiref alone hands the app the raw socket as wsgi.input: a chunked body arrived
 chunked, an app that read to EOF waited for ever (the client waits for the answer), and
 `Expect: 100-continue` went unanswered. The handler here frames bodies as HTTP/1.1 says.
 What follows the marker below is copied into every entry after the loader, whose names
-(_ChunkedInput, _ContinueInput) it uses; it stays standard-library only.
+(_ChunkedInput) it uses; it stays standard-library only.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import os
 import sys
 from typing import Any
 
-from wsgistack.loader import WSGIApp, _ChunkedInput, _ContinueInput
+from wsgistack.loader import WSGIApp, _ChunkedInput
 
 # ---- copied into entries from here ----
 MAX_CHUNK_LINE = 4096
@@ -65,8 +65,8 @@ def _chunk_reader(stream: Any) -> Any:
 
 
 def framed_input(environ: dict[str, Any], rfile: Any, wfile_fd: int) -> Any:
-    """The request body as the app should read it, per its framing; answers `Expect:
-    100-continue` as the app first reads."""
+    """The request body as the app should read it, per its framing; `Expect: 100-continue`
+    is answered at once, as the other servers here do."""
     if "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
         environ.pop("CONTENT_LENGTH", None)
         environ["wsgi.input_terminated"] = True
@@ -75,7 +75,8 @@ def framed_input(environ: dict[str, Any], rfile: Any, wfile_fd: int) -> Any:
         length = environ.get("CONTENT_LENGTH") or "0"
         stream = _BoundedInput(rfile, int(length) if length.isdigit() else 0)
     if environ.get("HTTP_EXPECT", "").lower() == "100-continue":
-        stream = _ContinueInput(stream, wfile_fd)
+        with contextlib.suppress(OSError):
+            os.write(wfile_fd, b"HTTP/1.1 100 Continue\r\n\r\n")
     return stream
 
 

@@ -4,6 +4,7 @@
     POST {prefix}/anything      -> the same, with the body read completely (length, sha256)
     GET  {prefix}/stream?bytes=N -> N bytes streamed in 64 KiB chunks
     GET  {prefix}/status/NNN     -> an empty response with that status
+    GET  {prefix}/raise          -> the app raises (the entry answers 500)
 """
 
 from __future__ import annotations
@@ -76,6 +77,8 @@ def application(environ: dict[str, Any], start_response: StartResponse) -> Itera
         size = int(query.get("bytes", ["1048576"])[0])
         start_response("200 OK", [("Content-Type", "application/octet-stream")])
         return _stream(size)
+    if path == "/raise":
+        raise RuntimeError("the probe raised, as asked")
     if path.startswith("/status/") and path[8:].isdigit():
         code = int(path[8:])
         # PEP 3333 (and wsgiref.validate): 204 and 304 carry no Content-Type, all else one.

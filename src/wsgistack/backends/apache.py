@@ -57,8 +57,21 @@ def forwarded_headers(plan: Plan) -> list[str]:
                     for h in FORWARDED_HEADERS]
 
 
+def sizing(plan: Plan) -> list[str]:
+    """The event MPM sized from the services behind it: threads for `capacity` requests at
+    once (idle keep-alive clients take none). Few spare threads asked for: with as many as
+    a child has, Apache warned at every start that it was within MinSpareThreads of
+    MaxRequestWorkers (AH10159) as soon as one thread was busy."""
+    total = capacity(plan)
+    per_child = min(THREADS_PER_CHILD, total)
+    servers = math.ceil(total / per_child)
+    return [f"ServerLimit {servers}", f"StartServers {servers}",
+            f"ThreadsPerChild {per_child}", f"MaxRequestWorkers {servers * per_child}",
+            f"MinSpareThreads {max(1, per_child // 5)}",
+            f"MaxSpareThreads {servers * per_child}"]
+
+
 def httpd_conf(plan: Plan, modules: list[str], body: list[str]) -> str:
-    servers = max(1, math.ceil(capacity(plan) / THREADS_PER_CHILD))
     user = plan.front_user
     timeout = max(s.config.timeout for s in plan.services)
     head = [
@@ -81,12 +94,7 @@ def httpd_conf(plan: Plan, modules: list[str], body: list[str]) -> str:
         "KeepAliveTimeout 5",
         "ListenBacklog 500",
         "RequestReadTimeout header=15-30,MinRate=500 body=15,MinRate=500",
-        f"ServerLimit {servers}",
-        f"StartServers {servers}",
-        f"ThreadsPerChild {THREADS_PER_CHILD}",
-        f"MaxRequestWorkers {servers * THREADS_PER_CHILD}",
-        f"MinSpareThreads {THREADS_PER_CHILD}",
-        f"MaxSpareThreads {servers * THREADS_PER_CHILD}",
+        *sizing(plan),
         "<Directory />",
         "    AllowOverride None",
         "    Require all denied",

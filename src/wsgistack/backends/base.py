@@ -35,9 +35,6 @@ class Proc:
     # When it is left alone: the signal that replaces the processes that run the app
     # instead (mod_wsgi's daemons), and how their command lines begin.
     app_reload: tuple[int, str] | None = None
-    # A file the entry watches: rewritten a moment before the reload signal, it has the
-    # old workers end their keep-alive connections first (uWSGI's http11-socket).
-    drain: str = ""
     # (socket, next socket, argv): a reload starts `argv`, a twin of this server that
     # listens on the next socket, renames that over `socket` once the twin is ready, and
     # then stops this server gracefully (lifecycle/processes.py: swap). For uWSGI behind a
@@ -57,7 +54,8 @@ class Requirement:
     what: str  # shown to the user: "apache2", "mod_proxy_uwsgi", "granian"
     # "binary" (on PATH or absolute), "file", "module" (importable by `python`),
     # "debian-python" (`name` is Debian's /usr/bin/python3 or a venv of it),
-    # "readable" (`user` can reach `name` through every parent directory)
+    # "readable" (`user` can reach `name` through every parent directory), "not-root"
+    # (`name`, a user, is not root)
     kind: str
     name: str  # the binary, path, module or interpreter
     fix: str  # the command or change that provides it

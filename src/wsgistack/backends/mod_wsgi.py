@@ -86,6 +86,12 @@ def requirements(plan: Plan) -> list[Requirement]:
     reqs.append(Requirement("mod_wsgi", "file", so, "apt-get install libapache2-mod-wsgi-py3 "
                             "(or pip install mod_wsgi into the service's venv)"))
     for svc in plan.services:
+        if plan.root:  # mod_wsgi: "WSGI process blocked from running as root."
+            reqs.append(Requirement(
+                f"service {svc.name} to run as another user than root (mod_wsgi never runs "
+                "its daemons as root)", "not-root", svc.user,
+                f"set services.{svc.name}.user to a user that can read {svc.python_home}, or "
+                "use a uWSGI backend"))
         if so == DEBIAN_MODULE:
             reqs.append(Requirement(
                 f"service {svc.name} to run on {DEBIAN_PYTHON} (Debian's mod_wsgi embeds it)",

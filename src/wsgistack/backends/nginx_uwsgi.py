@@ -3,15 +3,15 @@
 nginx passes the full path and no SCRIPT_NAME, so the entry splits the prefix. We ship our
 own uwsgi_params: the client's Host header (with its port) reaches the app unchanged, where
 Debian's params rebuild it from `$host` and drop the port from absolute links. nginx reads
-a chunked body whole and passes it on with a length; upload services get a larger
-in-memory body buffer.
+a chunked body whole and passes it on with a length; upload services get an 8 MiB in-memory
+body buffer.
 """
 
 from __future__ import annotations
 
 import os
 
-from wsgistack.backends import uwsgi
+from wsgistack.backends import apache, uwsgi
 from wsgistack.backends.base import (
     STATE_FIX,
     Proc,
@@ -80,9 +80,18 @@ def location(plan: Plan, svc: ServicePlan) -> list[str]:
         f"            include {q(plan.path('conf', 'uwsgi_params'))};",
         f"            uwsgi_pass {upstream(svc)};",
         f"            uwsgi_read_timeout {cfg.timeout + 2}s;",  # after the entry's 504
+        # 1 MiB in memory per answer before a temp file (64 KiB by default): the disk made
+        # a 1 MiB answer 3x slower than from uWSGI alone; now 0.8 (benchmarks/results.md).
+        "            uwsgi_buffer_size 64k;",
+        "            uwsgi_buffers 16 64k;",
+        "            uwsgi_busy_buffers_size 128k;",
     ]
     if cfg.upload:
-        body.append("            client_body_buffer_size 1m;")
+        # Bodies up to 8 MiB held in memory, not in a temp file written and read back:
+        # a 5 MiB upload went from 0.3 to 0.77 of uWSGI alone. Still read whole before a
+        # worker sees them (`uwsgi_request_buffering off` streamed them at 0.7 but let slow
+        # uploaders hold the workers); larger ones spill to the temp dir.
+        body.append("            client_body_buffer_size 8m;")
     static = [line for path, directory in svc.static for line in (
         f"        location {q(svc.prefix.rstrip('/') + path + '/')} {{",
         f"            alias {q(directory + '/')};", "        }")]
@@ -106,6 +115,13 @@ def upstreams(plan: Plan) -> list[str]:
     return lines
 
 
+def connections(plan: Plan) -> int:
+    """Per nginx worker: for each request the services can take at once (with Apache's
+    headroom), its client and its upstream connection, and as many idle keep-alive clients;
+    never below nginx's own 1024."""
+    return max(1024, 4 * apache.capacity(plan))
+
+
 def nginx_conf(plan: Plan) -> str:
     tmp = plan.path("tmp")
     user = [f"user {plan.front_user};"] if plan.front_user else []
@@ -117,7 +133,7 @@ def nginx_conf(plan: Plan) -> str:
         *user,
         f"pid {q(plan.path('run', 'nginx.pid'))};",
         "error_log stderr warn;",
-        "events { worker_connections 1024; }",
+        f"events {{ worker_connections {connections(plan)}; }}",
         "http {",
         "    access_log off;",
         "    server_tokens off;",

@@ -173,29 +173,21 @@ def uwsgi_requirements(plan: Plan) -> list[Requirement]:
 
 def render(plan: Plan) -> dict[str, str]:
     listen = {
-        # http11-socket neither chunks a response without a length nor closes after it
-        # (http-auto-chunked is for the HTTP router; Debian builds no routing): the entry
-        # marks such responses `Connection: close`.
-        s.name: [f"http11-socket = {plan.host}:{s.port}", "env = WSGISTACK_CLOSE_UNFRAMED=1",
-                 f"env = WSGISTACK_DRAIN_FILE={quoting.ini(drain_file(s))}",
+        # A worker waits on an idle keep-alive connection until socket-timeout, deaf to
+        # everyone else: the entry ends each connection after its answer (loader.py).
+        s.name: [f"http11-socket = {plan.host}:{s.port}", "env = WSGISTACK_CLOSE_AFTER=1",
                  f"chunked-input-limit = {CHUNKED_INPUT_LIMIT}",
                  *(f"static-map = {quoting.ini(s.prefix.rstrip('/') + path)}="
                    f"{quoting.ini(directory)}" for path, directory in s.static)]
         for s in plan.services
     }
     # uWSGI limits neither the number nor the size of header fields: the entry does (431).
-    return {**entry_files(plan, mount=True, check_headers=True),
+    return {**entry_files(plan, mount=True, check_headers=True, read_unread=True),
             **{uwsgi_ini(s): ini(plan, s, listen[s.name]) for s in plan.services}}
 
 
-def drain_file(svc: ServicePlan) -> str:
-    return f"{svc.run_dir}/drain"
-
-
 def command(plan: Plan) -> list[Proc]:
-    # Keep-alive connections are the entry's to end before a reload (see loader.py).
-    return [dataclasses.replace(p, drain=drain_file(s))
-            for p, s in zip(procs(plan), plan.services, strict=True)]
+    return procs(plan)
 
 
 def requirements(plan: Plan) -> list[Requirement]:

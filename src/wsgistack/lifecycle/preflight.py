@@ -56,6 +56,8 @@ def missing(req: Requirement) -> bool:
         return not os.path.exists(req.name)
     if req.kind == "readable":
         return not reachable(req.name, req.user)
+    if req.kind == "not-root":
+        return req.name == "root"
     if req.kind == "debian-python":
         return not os.path.realpath(req.name).startswith(DEBIAN_PYTHON)
     if not os.access(req.python, os.X_OK):
@@ -76,8 +78,8 @@ def check_requirements(plan: Plan) -> None:
             continue
         seen.add(key)
         if missing(req):
-            problem = "is unreadable" if req.kind == "readable" else (
-                "is not Debian's" if req.kind == "debian-python" else "is missing")
+            problem = {"readable": "is unreadable", "debian-python": "is not Debian's",
+                       "not-root": "is refused"}.get(req.kind, "is missing")
             raise ServerError(
                 f"backend {plan.backend} needs {req.what}: {req.name} {problem}; {req.fix}"
             )
