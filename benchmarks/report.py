@@ -18,8 +18,8 @@ def markdown(context: str, ab: list[list[str]], workload_names: list[str],
              "## wsgistack vs the same server by hand (hello world, req/s, medians)", ""]
     lines += _table(["backend", "wsgistack", "by hand", "ratio", "rounds"], ab)
     lines += [f"In-process, without the network: the hello app takes {layers[0]:.0f} ns a call, "
-              f"{layers[1]:.0f} ns inside the entry's layers (prefix mount, body limit, server "
-              f"quirks): +{layers[1] - layers[0]:.0f} ns a request.", ""]
+              f"{layers[1]:.0f} ns inside the entry's layers (uniform errors, prefix mount, body "
+              f"limit, server quirks): +{layers[1] - layers[0]:.0f} ns a request.", ""]
     lines += ["## Workloads under each backend (deployed by wsgistack, req/s)", ""]
     lines += _table(["backend", *workload_names], table)
     lines += ["`err`: socket errors as wrk counts them. wrk counts the end of a connection as "

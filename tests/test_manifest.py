@@ -99,3 +99,35 @@ def test_settings_reference_is_generated_and_committed():
         "docs/settings.md is stale: run `wsgistack settings > docs/settings.md`")
     for fld in manifest.settings_of(manifest.ServiceConfig):
         assert f"| `{fld.name}` |" in committed.read_text()
+
+
+def test_a_manifest_extends_another_key_by_key(tmp_path):
+    (tmp_path / "wsgistack.toml").write_text(GOOD + "processes = 2\n[services.extra]\n"
+                                             'app = "x:app"\n')
+    (tmp_path / "more.toml").write_text(
+        '[stack]\nextends = "wsgistack.toml"\nname = "cp-db"\n[services.identity]\n'
+        'processes = 4\nargs = []\nenv = { DB = "postgresql://" }\n[services.new]\napp = "y:app"\n')
+    m = manifest.load(tmp_path / "more.toml")
+    assert m.stack.name == "cp-db" and [s.name for s in m.services] == ["identity", "extra", "new"]
+    svc = m.service("identity")
+    # Tables merge (env keeps its key), values and lists replace, the rest is the base's.
+    assert (svc.processes, svc.args, svc.prefix) == (4, (), "/identity")
+    assert dict(svc.env) == {"OS_KEYSTONE_CONFIG_DIR": "/etc/keystone", "DB": "postgresql://"}
+
+
+@pytest.mark.parametrize(("files", "message"), [
+    ({"a.toml": '[stack]\nextends = "b.toml"\n', "b.toml": '[stack]\nextends = "a.toml"\n'},
+     r"b.toml: stack.extends: a.toml extends this manifest again$"),
+    ({"a.toml": '[stack]\nextends = "sub/b.toml"\n', "sub/b.toml": "[stack]\n"},
+     r"a.toml: stack.extends: sub/b.toml is in another directory; extend a manifest beside "
+     r"this one$"),
+    ({"a.toml": '[stack]\nextends = "nowhere.toml"\n'},
+     r"a.toml: stack.extends: no manifest .*/nowhere.toml; fix the name \(it is relative "
+     r"to this manifest\)$"),
+])
+def test_extends_errors_are_one_line(tmp_path, files, message):
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text(text)
+    with pytest.raises(ManifestError, match=message):
+        manifest.load(tmp_path / "a.toml")

@@ -24,6 +24,7 @@ import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from email.message import Message
 from pathlib import Path
 from typing import Any
@@ -85,6 +86,37 @@ def token(identity: str) -> tuple[str, dict[str, dict[str, str]]]:
 
 
 OPENSTACK = Path(sys.executable).parent / "openstack"
+WORKLOAD_CLIENTS, WORKLOAD_ROUNDS = 4, 34  # x 3 calls: 408 Keystone writes, bounded
+
+
+def keystone_workload(identity: str) -> tuple[int, list[str]]:
+    """Concurrent clients creating, updating and deleting projects, as a client workload
+    does: (calls made, what failed)."""
+    subject, _ = token(identity)
+    auth = {"X-Auth-Token": subject}
+    failed: list[str] = []
+
+    def client(n: int) -> int:
+        calls = 0
+        for i in range(WORKLOAD_ROUNDS):
+            status, _, doc = call(f"{identity}v3/projects", "POST", {"project": {
+                "name": f"wl-{n}-{i}-{uuid.uuid4().hex[:6]}", "domain_id": "default"}}, auth)
+            calls += 1
+            if status != 201:
+                failed.append(f"create: {status} {str(doc)[:200]}")
+                continue
+            project = f"{identity}v3/projects/{doc['project']['id']}"
+            for method, body, want in (("PATCH", {"project": {"description": "x"}}, 200),
+                                       ("DELETE", None, 204)):
+                status, _, doc = call(project, method, body, auth)
+                calls += 1
+                if status != want:
+                    failed.append(f"{method}: {status} {str(doc)[:200]}")
+        return calls
+
+    with ThreadPoolExecutor(WORKLOAD_CLIENTS) as pool:
+        calls = sum(pool.map(client, range(WORKLOAD_CLIENTS)))
+    return calls, failed
 
 
 def operator_commands(identity: str, backend: str) -> None:
@@ -98,10 +130,14 @@ def operator_commands(identity: str, backend: str) -> None:
         done = subprocess.run([str(OPENSTACK), *args], env=env, capture_output=True,
                               text=True, timeout=120, check=False)
         assert done.returncode == 0, (args, done.stderr[-2000:])
-        return json.loads(done.stdout) if "-f" in args else done.stdout
+        if "-f" not in args:
+            return done.stdout
+        doc = json.loads(done.stdout)  # column names: "Type" or "type", as versions go
+        return ([{k.lower(): v for k, v in row.items()} for row in doc]
+                if isinstance(doc, list) else {k.lower(): v for k, v in doc.items()})
 
     assert osc("token", "issue", "-f", "json")["project_id"]
-    catalog = {e["Type"]: e["Endpoints"] for e in osc("catalog", "list", "-f", "json")}
+    catalog = {e["type"]: e["endpoints"] for e in osc("catalog", "list", "-f", "json")}
     for kind in ("identity", "placement", "image"):
         interfaces = {e["interface"] for e in catalog[kind]}
         assert {"public", "internal"} <= interfaces, (kind, catalog[kind])
@@ -112,7 +148,7 @@ def operator_commands(identity: str, backend: str) -> None:
     osc("role", "add", "--project", project, "--user", user, "member")
     roles = osc("role", "assignment", "list", "--user", user, "--project", project, "--names",
                 "-f", "json")
-    assert [r["Role"] for r in roles] == ["member"]
+    assert [r["role"] for r in roles] == ["member"]
     cred = osc("application", "credential", "create", f"ac-{tag}", "-f", "json")
     assert cred["secret"]
     osc("application", "credential", "delete", f"ac-{tag}")
@@ -138,6 +174,17 @@ def operator_commands(identity: str, backend: str) -> None:
     assert osc("--os-interface", "internal", "resource", "provider", "show", rp, "-f",
                "json")["uuid"] == rp
     osc("resource", "provider", "delete", rp)
+
+    disk = Path(tempfile.mkdtemp(prefix="wsgistack-osc-")) / "disk.img"
+    disk.write_bytes(os.urandom(1024 * 1024))
+    try:
+        image = osc("image", "create", "--disk-format", "raw", "--container-format", "bare",
+                    "--file", str(disk), f"img-{tag}", "-f", "json")
+        assert (image["status"], image["size"]) == ("active", 1024 * 1024), image
+        assert f"img-{tag}" in [i["name"] for i in osc("image", "list", "-f", "json")]
+        osc("image", "delete", image["id"])
+    finally:
+        shutil.rmtree(disk.parent)
 
 
 def abort_upload(url: str, subject: str, size: int) -> None:
@@ -277,11 +324,23 @@ def _root_processes(pids: list[int]) -> tuple[set[str], set[str]]:
     return root, users
 
 
-def _catalog(stack: Stack) -> str:
-    state = json.loads((stack.root / ".wsgistack" / "state.json").read_text())
+def _catalog(stack: Stack, state_dir: Path | None = None) -> str:
+    state = json.loads(((state_dir or stack.root / ".wsgistack") / "state.json").read_text())
     front = next(s["url"] for s in state["services"] if s["name"] == "catalog")
     with urllib.request.urlopen(front, timeout=10) as resp:
         return resp.read().decode()
+
+
+def test_one_sqlite_writer_takes_a_concurrent_workload(openstack: Stack) -> None:
+    res = openstack.cli("up", "--detach", "--backend", "granian")
+    assert res.code == 0, res.err
+    try:
+        identity = next(s["url"] for s in json.loads(_catalog(openstack))["services"]
+                        if s["name"] == "keystone")
+        calls, failed = keystone_workload(identity)
+    finally:
+        assert openstack.cli("down").code == 0
+    assert calls >= 400 and failed == [], failed[:5]
 
 
 def test_second_up_reuses_venv_and_setup(openstack: Stack) -> None:

@@ -32,7 +32,8 @@ processes = 1
 
 def test_templates_setup_and_variables(stack):
     port = free_port(1)
-    (stack.root / "app.conf.in").write_text("url=${url} front=${front_url} user=${user} $$5\n")
+    (stack.root / "app.conf.in").write_text(
+        "url=${url} front=${front_url} user=${user} $$5 env=${env.SAMPLE_SETTING}\n")
     stack.write(manifest(port, """
 env = { SAMPLE_SETTING = "${data}|${url}" }
 templates = { "etc/app.conf" = "app.conf.in" }
@@ -45,7 +46,8 @@ setup = ["sh -c 'echo ran >> ${data}/count'", "sh -c 'cat ${state}/etc/app.conf'
     with urllib.request.urlopen(url + "/", timeout=10) as resp:
         assert json.loads(resp.read())["env"] == f"{state}/data/api|{url}"
     user = "wsgistack" if os.geteuid() == 0 else pwd.getpwuid(os.getuid()).pw_name
-    conf = f"url={url} front=http://127.0.0.1:{port} user={user} $5\n"
+    conf = (f"url={url} front=http://127.0.0.1:{port} user={user} $5 "
+            f"env={state}/data/api|{url}\n")
     assert (state / "etc" / "app.conf").read_text() == conf
     log = (state / "logs" / "api-setup.log").read_text()
     assert conf in log  # setup ran after the templates, and its output was kept
@@ -90,17 +92,8 @@ def test_provisioning_errors_are_one_line(stack, extra, message):
 
 
 def two_services(port: int, after_up: str) -> str:
-    return f"""
-[stack]
-name = "refs"
-base_port = {port}
-start_timeout = 20
-[services.api]
-app = "sampleapp:application"
-prefix = "/api"
-python_path = ["{FIXTURES}"]
-processes = 1
-env = {{ SAMPLE_SETTING = "${{services.auth.internal_url}}", AUTH_PASSWORD = "${{secret:auth}}" }}
+    return manifest(port, f"""env = {{ SAMPLE_SETTING = "${{services.auth.internal_url}}", \
+AUTH_PASSWORD = "${{secret:auth}}" }}
 after_up = [{after_up}]
 [services.auth]
 app = "sampleapp:application"
@@ -108,7 +101,7 @@ prefix = "/auth"
 python_path = ["{FIXTURES}"]
 processes = 1
 templates = {{ "etc/auth.conf" = "auth.conf.in" }}
-"""
+""")
 
 
 def test_services_see_each_other_and_after_up_runs_on_every_up(stack):

@@ -181,36 +181,25 @@ def test_uwsgi_runs_the_services_own_python(other_python, tmp_path, backend):
         stack.cli("down")
 
 
-def test_another_python_without_its_own_uwsgi_is_one_line(tmp_path):
-    if not os.access(PYENV, os.X_OK):
-        pytest.skip(f"no {PYENV} on this machine")
-    venv = tmp_path / "venv"
-    subprocess.run([str(PYENV), "-m", "venv", "--without-pip", str(venv)], check=True)
-    stack = Stack(tmp_path)
-    stack.write(f'[stack]\nbase_port = {free_port()}\nuser = "root"\n[services.api]\n'
-                f'app = "whoami:application"\nvenv = "{venv}"\n')
-    res = stack.cli("up", "--detach", "--backend", "uwsgi")
-    assert res.code == 2 and stack.pids() == []
-    assert res.err.splitlines()[-1].startswith(
-        "wsgistack: error: backend uwsgi needs service api to run on /usr/bin/python3 "
-        "(Debian's uWSGI embeds it): ")
-    assert res.err.strip().endswith(
-        f"pip install uwsgi into the service's venv ({venv}/bin/python -m pip install uwsgi: "
-        "it is built for that Python), or make the venv from /usr/bin/python3")
+ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="users are switched only as root")
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="users are switched only as root")
-@pytest.mark.parametrize(("user", "message"), [
+@pytest.mark.parametrize(("backend", "user", "message"), [
+    ("uwsgi", "root", "wsgistack: error: backend uwsgi needs service api to run on "
+     "/usr/bin/python3 (Debian's uWSGI embeds it): {venv}/bin/python is not Debian's; pip "
+     "install uwsgi into the service's venv ({venv}/bin/python -m pip install uwsgi: it is "
+     "built for that Python), or make the venv from /usr/bin/python3"),
     # Debian's mod_wsgi embeds /usr/bin/python3; a pip-built one would have to be in the venv.
-    ("", "wsgistack: error: backend mod_wsgi needs service api to run on /usr/bin/python3 "
-         "(Debian's mod_wsgi embeds it): {venv}/bin/python is not Debian's; pip install "
-         "mod_wsgi into the service's venv, or create the venv from /usr/bin/python3"),
+    ("mod_wsgi", "", "wsgistack: error: backend mod_wsgi needs service api to run on "
+     "/usr/bin/python3 (Debian's mod_wsgi embeds it): {venv}/bin/python is not Debian's; pip "
+     "install mod_wsgi into the service's venv, or create the venv from /usr/bin/python3"),
     # Root could read the pyenv Python under /root, but mod_wsgi runs no daemon as root.
-    ("root", "wsgistack: error: backend mod_wsgi needs service api to run as another user "
-             "than root (mod_wsgi never runs its daemons as root): root is refused; set "
-             "services.api.user to a user that can read {venv}, or use a uWSGI backend"),
+    pytest.param("mod_wsgi", "root", "wsgistack: error: backend mod_wsgi needs service api to "
+                 "run as another user than root (mod_wsgi never runs its daemons as root): "
+                 "root is refused; set services.api.user to a user that can read {venv}, or "
+                 "use a uWSGI backend", marks=ROOT_ONLY),
 ])
-def test_mod_wsgi_on_another_python_says_why_in_one_line(tmp_path, user, message):
+def test_another_python_the_server_cannot_run_is_one_line(tmp_path, backend, user, message):
     if not os.access(PYENV, os.X_OK):
         pytest.skip(f"no {PYENV} on this machine")
     venv = tmp_path / "venv"
@@ -218,6 +207,6 @@ def test_mod_wsgi_on_another_python_says_why_in_one_line(tmp_path, user, message
     stack = Stack(tmp_path)
     stack.write(f'[stack]\nbase_port = {free_port()}\nuser = "{user}"\n[services.api]\n'
                 f'app = "whoami:application"\nvenv = "{venv}"\n')
-    res = stack.cli("up", "--detach", "--backend", "mod_wsgi")
+    res = stack.cli("up", "--detach", "--backend", backend)
     assert res.code == 2 and stack.pids() == []
     assert res.err.splitlines()[-1] == message.format(venv=venv)

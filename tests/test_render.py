@@ -5,14 +5,16 @@ Regenerate after an intended change with WSGISTACK_UPDATE_GOLDEN=1 and review th
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import FIXTURES, run_cli
-from wsgistack import manifest, plan, runtime
+from wsgistack import manifest, plan, runtime, secrets
 from wsgistack.backends import BACKENDS
+from wsgistack.errors import ManifestError
 from wsgistack.host import Host
 
 HERE = Path(__file__).parent
@@ -192,3 +194,33 @@ def test_front_doors_are_sized_from_the_services(tmp_path, services, workers, th
     assert children * per_child - capacity < per_child  # no more than one child to spare
     nginx = runtime.render(plan.build(m, "nginx+uwsgi", state=STATE, host=ROOT))
     assert f"events {{ worker_connections {connections}; }}" in nginx["conf/nginx.conf"]
+
+
+def test_a_service_run_alone_still_finds_the_others(tmp_path):
+    """`check` and `serve` run one service alone; its `${services.NAME...}` are where the
+    whole stack's `up` puts the others."""
+    (tmp_path / "wsgistack.toml").write_text(
+        '[stack]\nbase_port = 9100\n[services.a]\napp = "x:app"\n'
+        'env = { B = "${services.b.internal_url}" }\n[services.b]\napp = "y:app"\n')
+    m = manifest.load(tmp_path / "wsgistack.toml")
+    alone = dataclasses.replace(m, services=(m.services[0],))
+    p = plan.build(alone, "granian", state=tmp_path / "check", host=ROOT, whole=m)
+    assert p.services[0].env["B"] == "http://127.0.0.1:9101/b"
+    with pytest.raises(ManifestError, match=r"\$\{services.b.internal_url\}: no such service"):
+        plan.build(alone, "granian", state=tmp_path / "check", host=ROOT)
+
+
+def test_a_kept_secret_is_made_once_and_must_stay_private(tmp_path):
+    kept = tmp_path / "state" / "secrets" / "db"
+    first = secrets.generated(kept, "m.toml", "k")
+    assert secrets.generated(kept, "m.toml", "k") == first and len(first) >= 32
+    assert kept.stat().st_mode & 0o777 == 0o600 and (tmp_path / "state").stat().st_mode & 0o777 \
+        == 0o711
+    kept.chmod(0o644)
+    with pytest.raises(ManifestError, match=r"m.toml: k: secret .*/db is empty, or not this "
+                       r"user's alone \(mode 600\); remove it and a new one is made$"):
+        secrets.generated(kept, "m.toml", "k")
+    kept.write_text("")
+    kept.chmod(0o600)
+    with pytest.raises(ManifestError, match="is empty"):
+        secrets.generated(kept, "m.toml", "k")

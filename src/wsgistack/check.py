@@ -279,9 +279,10 @@ def run_one(m: Manifest, service: str, backend: str, rows: list[Check],
     alone = dataclasses.replace(
         m, services=(svc,),
         stack=dataclasses.replace(m.stack, base_port=base_port, host="127.0.0.1"))
-    p = plans.build(alone, backend, state=Path(m.state_path, "check", backend.replace("+", "-")))
+    p = plans.build(alone, backend, state=Path(m.state_path, "check", backend.replace("+", "-")),
+                    whole=m)
     try:
-        running = runtime.up(p, lambda _m: None)
+        running = runtime.up(p, lambda _m: None, after_up=False)  # not the stack's own
     except WsgistackError as exc:  # its logs are the check stack's, not the stack's
         raise ServerError(f"{exc} (logs: {p.state}/logs/)") from None
     try:

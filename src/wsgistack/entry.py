@@ -113,7 +113,8 @@ def get_application(args=None):
                 limited = read_unread(limited)
             if SPOOL:
                 limited = spool_chunked(limited, MAX_BODY)
-            _app = server_quirks(limited, TRUSTED_PROXIES, CHECK_HEADERS, HTTP_PROXIED)
+            _app = server_quirks(limited, TRUSTED_PROXIES, CHECK_HEADERS, HTTP_PROXIED,
+                                 MAX_BODY)
     return _app
 
 

@@ -744,7 +744,8 @@ def _from_http_proxy(environ: dict[str, Any]) -> None:
 
 
 def server_quirks(app: WSGIApp, trusted_proxies: Sequence[str] = (),
-                  check_headers: bool = False, http_proxied: bool = False) -> WSGIApp:
+                  check_headers: bool = False, http_proxied: bool = False,
+                  max_body: int = 0) -> WSGIApp:
     """Make every server present the same request to the app.
 
     - With `check_headers` (where nothing before the app limits them), more than MAX_FIELDS
@@ -801,8 +802,10 @@ def server_quirks(app: WSGIApp, trusted_proxies: Sequence[str] = (),
             environ["wsgi.input"] = _ChunkedInput(uwsgi.chunked_read)
             environ["wsgi.input_terminated"] = True
         if close_after:  # uWSGI's own http11-socket
-            if environ.get("HTTP_EXPECT", "").lower() == "100-continue":
-                _continue_now()
+            length = environ.get("CONTENT_LENGTH") or "0"
+            refused = bool(max_body) and length.isdigit() and int(length) > max_body
+            if environ.get("HTTP_EXPECT", "").lower() == "100-continue" and not refused:
+                _continue_now()  # a body over the limit is answered 413 unsent
             return _close_after(app, environ, start_response)
         return app(environ, start_response)
 

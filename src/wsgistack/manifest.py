@@ -54,6 +54,12 @@ class StackConfig:
         "services without a port get the next free numbers in manifest order.",
         minimum=1, maximum=65535,
     )
+    extends: str = setting(
+        "", "Another manifest in the same directory that this one builds on: its tables are "
+        "merged under this one's, key by key, and a list or value given here replaces its "
+        "own (e.g. one service on another database, with more processes). Give this one its "
+        "own `state_dir` to run beside it."
+    )
     state_dir: str = setting(
         ".wsgistack", "Directory for rendered configs, pid files, logs and state (relative to "
         "the manifest)."
@@ -210,6 +216,8 @@ VARIABLES = {
     "python": "the service's interpreter",
     "services.NAME.url": "another service's `url`; likewise `services.NAME.internal_url` "
                          "and `services.NAME.prefix`, under every backend",
+    "env.KEY": "the value of the service's own `env` key KEY (in templates and commands; a "
+               "secret there stays one)",
     "file:PATH": "the text of the file PATH (relative to the manifest), without its final "
                  "line break: a secret, never shown",
     "secret:NAME": "a random password made on first use and kept in `STATE/secrets/NAME` "
@@ -371,9 +379,7 @@ def _check_unique(services: list[ServiceConfig], path: str) -> None:
         seen_port[svc.port] = svc.name
 
 
-def load(path: Path) -> Manifest:
-    """Load a manifest file."""
-    shown = str(path)
+def _read(path: Path, shown: str) -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -381,9 +387,47 @@ def load(path: Path) -> Manifest:
     except (OSError, UnicodeDecodeError) as exc:
         raise ManifestError(shown, "-", f"cannot read: {exc}") from None
     try:
-        data = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ManifestError(shown, "-", f"not valid TOML: {exc}") from None
+
+
+def _merged(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = (_merged(out[key], value) if isinstance(value, dict)
+                    and isinstance(out.get(key), dict) else value)
+    return out
+
+
+def _with_bases(data: dict[str, Any], path: Path, shown: str,
+                seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """`data` over the manifests it extends (`[stack] extends`), in order."""
+    stack = data.get("stack")
+    extends = stack.get("extends") if isinstance(stack, dict) else None
+    if not extends:
+        return data
+    if not isinstance(extends, str):
+        raise ManifestError(shown, "stack.extends", "expected a file name")
+    base = (path.parent / extends).resolve()
+    if base in (path.resolve(), *seen):
+        raise ManifestError(shown, "stack.extends", f"{extends} extends this manifest again")
+    if base.parent != path.resolve().parent:
+        # Paths in both are read from this manifest's directory: one directory keeps them
+        # meaning the same.
+        raise ManifestError(shown, "stack.extends", f"{extends} is in another directory; "
+                            "extend a manifest beside this one")
+    if not base.is_file():
+        raise ManifestError(shown, "stack.extends", f"no manifest {base}; fix the name (it is "
+                            "relative to this manifest)")
+    base_data = _with_bases(_read(base, str(base)), base, str(base), (*seen, path.resolve()))
+    return _merged(base_data, data)
+
+
+def load(path: Path) -> Manifest:
+    """Load a manifest file (over the one it extends, if any)."""
+    shown = str(path)
+    data = _with_bases(_read(path, shown), path, shown)
     return parse(data, shown, path.resolve().parent)
 
 

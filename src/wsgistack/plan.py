@@ -42,9 +42,10 @@ class Variables(Mapping[str, str]):
     to the manifest), `${secret:NAME}` one made for the stack; what was read is remembered,
     so that it is never shown."""
 
-    def __init__(self, values: Mapping[str, str], root: str) -> None:
+    def __init__(self, values: Mapping[str, str], root: str, secrets_dir: str = "") -> None:
         self._values = dict(values)
         self.root = root
+        self.secrets_dir = secrets_dir
         self.secrets: set[str] = set()
         self.warnings: list[str] = []
         self.where = self.key = ""  # what is being substituted, for a missing file's message
@@ -57,12 +58,15 @@ class Variables(Mapping[str, str]):
             if not SECRET_NAME.fullmatch(arg):
                 raise ManifestError(self.where, self.key, f"${{secret:{arg}}}: a secret's "
                                     "name is letters, digits, '.', '_' and '-'")
-            value = secrets.generated(Path(self._values["state"], "secrets", arg), self.where,
-                                      self.key)
+            value = secrets.generated(Path(self.secrets_dir, arg), self.where, self.key)
         else:
             return self._values[name]
         self.secrets.add(value)
         return value
+
+    def add_env(self, env: Mapping[str, str]) -> None:
+        """`${env.KEY}`: the service's env, once it is known (templates and commands)."""
+        self._values.update({f"env.{k}": v for k, v in env.items()})
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._values)
@@ -320,6 +324,7 @@ class _Stack:
     front_port: int
     front_url: str
     server_packages: tuple[str, ...]
+    secrets: str  # where `${secret:NAME}` are kept: the stack's own state dir, always
 
 
 def _addresses(manifest: Manifest, ports: list[int], where: _Stack) -> dict[str, str]:
@@ -355,8 +360,9 @@ def _service(manifest: Manifest, svc: ServiceConfig, port: int, where: _Stack,
         "url": addresses[own + "url"], "internal_url": addresses[own + "internal_url"],
         "front_url": where.front_url, "prefix": svc.prefix, "user": who.user,
         "group": who.group, "venv": home, "python": python,
-    }, str(manifest.root))
+    }, str(manifest.root), where.secrets)
     env, hidden = _env(manifest, svc, variables)
+    variables.add_env(env)
     provision = _provision(manifest, svc, variables, venv)
     static = tuple(_static(manifest, svc, variables))
     warnings += [w for w in variables.warnings if w not in warnings]
@@ -382,9 +388,8 @@ def _service(manifest: Manifest, svc: ServiceConfig, port: int, where: _Stack,
     )
 
 
-def build(manifest: Manifest, backend: str, state: Path | None = None,
-          host: Host | None = None) -> Plan:
-    """Decide ports, sockets, paths, users and URLs for `manifest` deployed with `backend`."""
+def _where(manifest: Manifest, backend: str, state: Path | None, host: Host | None
+           ) -> tuple[_Stack, list[int]]:
     from wsgistack.backends import get
 
     stack = manifest.stack
@@ -395,10 +400,24 @@ def build(manifest: Manifest, backend: str, state: Path | None = None,
         public=public, connect=_url_host(_connect_host(stack.host)),
         front_port=stack.base_port if front_end else 0,
         front_url=f"http://{public}:{stack.base_port}",  # the front end, or the first service
-        server_packages=get(backend).SERVICE_PACKAGES)
+        server_packages=get(backend).SERVICE_PACKAGES,
+        secrets=str(manifest.state_path / "secrets"))
     ports = [0] * len(manifest.services) if front_end else _ports(manifest, stack.base_port)
+    return where, ports
+
+
+def build(manifest: Manifest, backend: str, state: Path | None = None,
+          host: Host | None = None, whole: Manifest | None = None) -> Plan:
+    """Decide ports, sockets, paths, users and URLs for `manifest` deployed with `backend`.
+    `whole`: the stack `manifest` was cut from (one service run alone by `check` or
+    `serve`), where `${services.NAME...}` find the others, as its own `up` would place them."""
+    stack = manifest.stack
+    where, ports = _where(manifest, backend, state, host)
     warnings: list[str] = []
     addresses = _addresses(manifest, ports, where)
+    if whole is not None:
+        full, full_ports = _where(whole, backend, None, where.host)
+        addresses = {**_addresses(whole, full_ports, full), **addresses}
     services = [_service(manifest, svc, port, where, warnings, addresses)
                 for svc, port in zip(manifest.services, ports, strict=True)]
     catalog = _catalog(stack.name, backend, services)

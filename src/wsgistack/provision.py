@@ -110,6 +110,8 @@ def render_templates(plan: Plan) -> None:
                                     f"{exc.strerror}") from None
             access.group_readable(plan, svc, target,
                                   substitute(text, prov.variables, source, key))
+        # A secret named only in a template (a database URL) is shown nowhere either.
+        secrets.hide(prov.variables.secrets)
 
 
 def _run_commands(plan: Plan, svc: ServicePlan, what: str,
@@ -124,7 +126,8 @@ def _run_commands(plan: Plan, svc: ServicePlan, what: str,
                      + svc.base_env["PATH"])
     progress(f"{svc.name}: running {len(commands)} {what} command(s)")
     for argv in commands:
-        code = _run_logged(argv, log, hidden=svc.secrets, **how)
+        code = _run_logged(argv, log, hidden=svc.secrets | svc.provision.variables.secrets,
+                           **how)
         if code != 0:
             raise ServerError(
                 f"service '{svc.name}': {what} command `{secrets.redact(shlex.join(argv))}` "

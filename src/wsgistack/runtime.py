@@ -60,8 +60,9 @@ def _refuse_leftovers(plan: Plan, state: StackState | None) -> None:
             f"{processes.describe(left)}; run `wsgistack down` to stop them")
 
 
-def up(plan: Plan, progress: Callable[[str], None]) -> list[Running]:
-    """Start the whole plan and wait for health; on any failure stop what was started."""
+def up(plan: Plan, progress: Callable[[str], None], after_up: bool = True) -> list[Running]:
+    """Start the whole plan and wait for health, then run the after_up commands (not for a
+    service run alone by `check` or `serve`); on any failure stop what was started."""
     preflight.check_host(plan)
     preflight.check_paths(plan)  # first: the lock lives in the state dir
     with processes.locked(plan.state, "up"):
@@ -80,7 +81,8 @@ def up(plan: Plan, progress: Callable[[str], None]) -> list[Running]:
                 running.append(processes.start(plan, proc))
                 processes.save_state(plan, running)
             health.wait_healthy(plan, running, progress)
-            provision.run_after_up(plan, progress)
+            if after_up:
+                provision.run_after_up(plan, progress)
         except BaseException:
             stop_stack(plan.state, running)
             raise

@@ -72,26 +72,43 @@ def read_file(path: Path, where: str, key: str, warnings: list[str]) -> str:
 
 
 def generated(path: Path, where: str, key: str) -> str:
-    """The password kept in `path`, made (random, URL-safe) on first use. Root's alone: the
-    stack's other users get it only through the configs and env that name it."""
+    """The password kept in `path`, made (random, URL-safe) on first use. Root's alone (or
+    its maker's): the stack's other users get it only through the configs and env that name
+    it. Made whole or not at all: written aside, then linked into place."""
     try:
-        return path.read_text(encoding="utf-8").strip()
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     except FileNotFoundError:
-        pass
-    except (OSError, UnicodeDecodeError) as exc:
-        why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-        raise ManifestError(where, key, f"cannot read secret {path}: {why}") from None
+        return _make(path, where, key)
+    except OSError as exc:
+        raise ManifestError(where, key, f"cannot read secret {path}: {exc.strerror}") from None
+    with os.fdopen(fd, encoding="utf-8") as kept:
+        st = os.fstat(kept.fileno())
+        value = kept.read().strip()
+    if st.st_uid != os.geteuid() or st.st_mode & 0o077 or not value:
+        raise ManifestError(where, key, f"secret {path} is empty, or not this user's alone "
+                            f"(mode 600); remove it and a new one is made")
+    return value
+
+
+def _make(path: Path, where: str, key: str) -> str:
     value = random.token_urlsafe(24)
     try:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # made meanwhile by another command: that one counts
-        return path.read_text(encoding="utf-8").strip()
+        if not path.parent.parent.exists():  # the state dir: passable, as access makes it
+            path.parent.parent.mkdir(mode=0o711, parents=True)
+        path.parent.mkdir(mode=0o700, exist_ok=True)
+        aside = path.with_name(f".{path.name}.{os.getpid()}")
+        fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(value + "\n")
+        try:
+            os.link(aside, path)
+        except FileExistsError:  # made meanwhile by another command: that one counts
+            value = generated(path, where, key)
+        finally:
+            aside.unlink()
     except OSError as exc:
         raise ManifestError(where, key, f"cannot keep a new secret in {path}: "
                             f"{exc.strerror}; check the state dir") from None
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
-        out.write(value + "\n")
     return value
 
 

@@ -133,6 +133,8 @@ def nginx_conf(plan: Plan) -> str:
         *user,
         f"pid {q(plan.path('run', 'nginx.pid'))};",
         "error_log stderr warn;",
+        # Each connection is a descriptor, and a temp file may be one more.
+        f"worker_rlimit_nofile {2 * connections(plan)};",
         f"events {{ worker_connections {connections(plan)}; }}",
         "http {",
         "    access_log off;",

@@ -57,7 +57,10 @@ def missing(req: Requirement) -> bool:
     if req.kind == "readable":
         return not reachable(req.name, req.user)
     if req.kind == "not-root":
-        return req.name == "root"
+        try:
+            return pwd.getpwnam(req.name).pw_uid == 0
+        except KeyError:  # made by `up` as a system user: never root
+            return False
     if req.kind == "debian-python":
         return not os.path.realpath(req.name).startswith(DEBIAN_PYTHON)
     if not os.access(req.python, os.X_OK):
