@@ -98,6 +98,7 @@ def try_apps(plan: Plan, files: dict[str, str], refused: Callable[[str, str], st
     before anything is started or signalled; the first that fails is one error:
     `refused(service, reason)`."""
     services = plan.services if services is None else services
+
     def trial(svc: ServicePlan) -> str:
         path = plan.path("preflight", svc.name, os.path.basename(svc.entry))
         access.make_dir(plan, os.path.dirname(path), access.GROUP_DIR, group=svc.group)
@@ -111,6 +112,18 @@ def try_apps(plan: Plan, files: dict[str, str], refused: Callable[[str, str], st
             raise ServerError(refused(svc.name, reason))
 
 
+def _not_tried(plan: Plan, svc: ServicePlan) -> str:
+    """Why `render` cannot load this app yet ("" when it can)."""
+    if svc.provision.templates or svc.provision.setup:
+        return "its templates and setup come first"
+    if not os.path.exists(svc.python):
+        return ("its venv is made by `up`" if svc.provision.venv_base else
+                f"{svc.python} is not on this machine")
+    if plan.root and not preflight.reachable(plan.state, svc.user):
+        return f"{svc.user} cannot reach {plan.state}"
+    return ""
+
+
 def try_rendered(plan: Plan, files: dict[str, str]) -> list[str]:
     """`render`'s check: each app loaded from its entry before anything is written, except
     where what it needs comes later (`up` makes its venv, templates and setup); returns
@@ -118,12 +131,7 @@ def try_rendered(plan: Plan, files: dict[str, str]) -> list[str]:
     untried, tried = [], []
     os.makedirs(plan.state, exist_ok=True)  # where the trial entries go, as the files will
     for svc in plan.services:
-        prov = svc.provision
-        why = ("its templates and setup come first" if prov.templates or prov.setup else
-               ("its venv is made by `up`" if prov.venv_base else
-                f"{svc.python} is not on this machine") if not os.path.exists(svc.python) else
-               f"{svc.user} cannot reach {plan.state}" if plan.root
-               and not preflight.reachable(plan.state, svc.user) else "")
+        why = _not_tried(plan, svc)
         if why:
             untried.append(f"{svc.name}: {why}")
         else:
