@@ -4,7 +4,9 @@ and a plausible one brought up for real is healthy, or fails and leaves nothing 
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +48,12 @@ documents = st.fixed_dictionaries(
     optional={"extra": values})
 
 ROOT_DIR = Path(tempfile.mkdtemp(prefix="wsgistack-fuzz-"))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _remove_root_dir() -> Iterator[None]:
+    yield
+    shutil.rmtree(ROOT_DIR, ignore_errors=True)
 
 
 @settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])

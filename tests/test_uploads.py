@@ -48,6 +48,7 @@ def probe(request: pytest.FixtureRequest) -> Iterator[tuple[str, int]]:
         yield request.param, port
     finally:
         stack.cli("down")
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def _send(port: int, path: str, body: bytes, *, chunked: bool, expect: bool,
