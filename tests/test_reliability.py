@@ -336,8 +336,7 @@ def test_reload_under_load_loses_nothing(stack, up_stack, backend):
     assert got.requests > 0
     # Behind a front end uWSGI is swapped, not reloaded: its own graceful stop ends a worker
     # that has just accepted a connection, and Apache answered such a request 500. Alone,
-    # uWSGI has only its own reload: that race loses a request in about one reload of
-    # fifteen under this load (measured; the README says so).
+    # uWSGI has only its own reload, whose race can lose a request (the README says so).
     lost = 1 if backend == "uwsgi" else 0
     assert got.errors <= lost, f"{got.errors} of {got.requests} failed in the reload: " \
         f"{got.detail}"
