@@ -137,7 +137,8 @@ def front_ini_files(plan: Plan,
     return files
 
 
-def procs(plan: Plan) -> list[Proc]:
+def command(plan: Plan) -> list[Proc]:
+    """One uWSGI per service (alone, each on its own port; or behind a front end)."""
     return [
         Proc(name=s.name, argv=(binary(s), "--ini", plan.path(uwsgi_ini(s))),
              log=log_path(plan, s.name), cwd=s.working_dir, env=s.base_env,
@@ -150,7 +151,7 @@ def front_procs(plan: Plan) -> list[Proc]:
     """uWSGI behind a front end: a reload swaps a new server in on the socket."""
     return [dataclasses.replace(p, swap=(s.socket, next_socket(s), (
                 binary(s), "--ini", plan.path(uwsgi_ini(s, twin=True)))))
-            for p, s in zip(procs(plan), plan.services, strict=True)]
+            for p, s in zip(command(plan), plan.services, strict=True)]
 
 
 def uwsgi_requirements(plan: Plan) -> list[Requirement]:
@@ -184,10 +185,6 @@ def render(plan: Plan) -> dict[str, str]:
     # uWSGI limits neither the number nor the size of header fields: the entry does (431).
     return {**entry_files(plan, mount=True, check_headers=True, read_unread=True),
             **{uwsgi_ini(s): ini(plan, s, listen[s.name]) for s in plan.services}}
-
-
-def command(plan: Plan) -> list[Proc]:
-    return procs(plan)
 
 
 def requirements(plan: Plan) -> list[Requirement]:
