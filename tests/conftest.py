@@ -48,7 +48,22 @@ def run_cli(*argv: str, cwd: Path | None = None) -> Result:
     return Result(code, out.getvalue(), err.getvalue())
 
 
-def _user_exists(name: str) -> bool:
+def assert_golden(golden: Path, files: dict[str, str]) -> None:
+    """`files` (path: text) are exactly the `.golden` files under `golden`; with
+    WSGISTACK_UPDATE_GOLDEN=1 they become them (review the diff)."""
+    if os.environ.get("WSGISTACK_UPDATE_GOLDEN"):
+        shutil.rmtree(golden, ignore_errors=True)
+        for rel, text in files.items():
+            (golden / f"{rel}.golden").parent.mkdir(parents=True, exist_ok=True)
+            (golden / f"{rel}.golden").write_text(text)
+    expected = {str(p.relative_to(golden)).removesuffix(".golden"): p.read_text()
+                for p in golden.rglob("*.golden")}
+    assert sorted(files) == sorted(expected)
+    for rel, text in files.items():
+        assert text == expected[rel], f"{golden / rel}.golden differs"
+
+
+def user_exists(name: str) -> bool:
     try:
         pwd.getpwnam(name)
     except KeyError:
@@ -60,9 +75,9 @@ def _user_exists(name: str) -> bool:
 def _restore_system_users() -> Iterator[None]:
     """Started as root, `up` creates the default app user when it is missing: a user the
     tests made, they remove again (userdel removes its group too)."""
-    existed = _user_exists(DEFAULT_USER)
+    existed = user_exists(DEFAULT_USER)
     yield
-    if os.geteuid() == 0 and not existed and _user_exists(DEFAULT_USER):
+    if os.geteuid() == 0 and not existed and user_exists(DEFAULT_USER):
         subprocess.run(["userdel", DEFAULT_USER], capture_output=True, check=False)
 
 

@@ -6,6 +6,7 @@ import pytest
 
 from tests.conftest import run_cli
 from wsgistack import manifest
+from wsgistack.backends import resolve
 from wsgistack.errors import ManifestError
 
 GOOD = """
@@ -46,8 +47,6 @@ def test_default_prefix_is_the_service_name(tmp_path):
      r"wsgistack.toml: services.a.procesess: unknown key; did you mean 'processes'\?"),
     ('[stack]\nbakend = "granian"\n[services.a]\napp = "m:a"\n',
      r"stack.bakend: unknown key; did you mean 'backend'\?"),
-    ('[stack]\nbackend = "gunicron"\n[services.a]\napp = "m:a"\n',
-     r"stack.backend: unknown backend 'gunicron'; did you mean 'gunicorn'\?"),
     ('[services.a]\napp = "m:a"\nprocesses = "4"\n',
      r"services.a.processes: expected integer, got str '4'"),
     ('[services.a]\napp = "m:a"\nprocesses = true\n',
@@ -131,3 +130,11 @@ def test_extends_errors_are_one_line(tmp_path, files, message):
         (tmp_path / name).write_text(text)
     with pytest.raises(ManifestError, match=message):
         manifest.load(tmp_path / "a.toml")
+
+
+def test_an_unknown_backend_is_named_with_the_manifest(tmp_path):
+    """The manifest knows no servers: the registry checks the name it is given."""
+    m = load(tmp_path, '[stack]\nbackend = "gunicron"\n[services.a]\napp = "m:a"\n')
+    with pytest.raises(ManifestError, match=r"wsgistack.toml: stack.backend: unknown backend "
+                       r"'gunicron'; did you mean 'gunicorn'\? \(known: granian, "):
+        resolve(m)

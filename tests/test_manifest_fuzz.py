@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from tests.conftest import Stack, free_port
 from wsgistack import manifest, plan, runtime
-from wsgistack.backends import BACKENDS
+from wsgistack.backends import BACKENDS, get, resolve
 from wsgistack.errors import WsgistackError
 from wsgistack.host import Host
 from wsgistack.lifecycle import processes
@@ -61,8 +61,9 @@ def _remove_root_dir() -> Iterator[None]:
 def test_any_manifest_loads_or_fails_in_one_line(doc):
     try:
         m = manifest.parse(doc, "fuzz.toml", ROOT_DIR)
+        resolve(m)  # the manifest's own backend, named or not
         for backend in BACKENDS:
-            runtime.render(plan.build(m, backend, state=ROOT_DIR / "state", host=ROOT))
+            runtime.render(plan.build(m, get(backend), state=ROOT_DIR / "state", host=ROOT))
     except WsgistackError as exc:
         text = str(exc)
         assert "\n" not in text and text.strip() == text and text, text

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import FIXTURES, Stack, free_port
+from tests.conftest import DEFAULT_USER, FIXTURES, Stack, free_port, user_exists
 from wsgistack.backends import BACKENDS
 
 pytestmark = [pytest.mark.live, pytest.mark.pypi]
@@ -146,12 +146,14 @@ PYENV = Path("/root/.pyenv/versions/3.12.1/bin/python3.12")
 @pytest.fixture(scope="module")
 def other_python() -> Iterator[Path]:
     """A venv of another Python than Debian's (this machine's pyenv 3.12), with PyPI's uWSGI
-    built for it."""
+    and mod_wsgi built for it (apache2-dev's apxs builds the module)."""
     if not os.access(PYENV, os.X_OK):
         pytest.skip(f"no {PYENV} on this machine")
     venv = Path(tempfile.mkdtemp(prefix="wsgistack-py312-", dir="/tmp"))
+    venv.chmod(0o755)
     subprocess.run([str(PYENV), "-m", "venv", str(venv)], check=True)
-    subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "uwsgi"], check=True)
+    subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "uwsgi", "mod_wsgi"],
+                   check=True)
     yield venv
     shutil.rmtree(venv, ignore_errors=True)
 
@@ -169,14 +171,62 @@ def test_uwsgi_runs_the_services_own_python(other_python, tmp_path, backend):
     res = stack.cli("up", "--detach", "--backend", backend)
     try:
         assert res.code == 0, res.err
-        got = json.loads(_get(port, "/api/")[1])
-        want = subprocess.run([str(PYENV), "-c", "import sys; print(sys.version)"],
-                              capture_output=True, text=True, check=True).stdout.strip()
-        assert got["python"] == want
+        assert _python_of(port) == _version_of(PYENV)
         # status --json says which server and which Python each service runs.
         status = json.loads(stack.cli("status", "--json").out)["services"][0]
         assert (status["server"], status["python"]) == (
             os.path.realpath(other_python / "bin" / "uwsgi"), str(other_python / "bin" / "python"))
+    finally:
+        stack.cli("down")
+
+
+def _python_of(port: int) -> str:
+    return str(json.loads(_get(port, "/api/")[1])["python"])
+
+
+def _version_of(python: Path) -> str:
+    return subprocess.run([str(python), "-c", "import sys; print(sys.version)"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+
+
+@pytest.fixture
+def app_user_searches_root() -> Iterator[str]:
+    """pyenv lives under /root (0700): for this test only, the app's user may search /root
+    (an ACL entry naming that user alone, removed after), as an operator would allow it."""
+    if os.geteuid() != 0 or not shutil.which("setfacl"):
+        pytest.skip("needs root and setfacl (Debian's acl)")
+    if not user_exists(DEFAULT_USER):
+        subprocess.run(["adduser", "--system", "--group", "--quiet", "--home", "/nonexistent",
+                        "--no-create-home", DEFAULT_USER], check=True)
+    before = subprocess.run(["getfacl", "-p", "/root"], capture_output=True, text=True,
+                            check=True).stdout
+    assert f"user:{DEFAULT_USER}:" not in before
+    subprocess.run(["setfacl", "-m", f"u:{DEFAULT_USER}:x", "/root"], check=True)
+    try:
+        yield DEFAULT_USER
+    finally:
+        subprocess.run(["setfacl", "--restore=-"], input=before, text=True, check=True)
+        assert subprocess.run(["getfacl", "-p", "/root"], capture_output=True, text=True,
+                              check=True).stdout == before
+
+
+def test_mod_wsgi_runs_the_services_own_python(other_python, app_user_searches_root, tmp_path):
+    """The mod_wsgi built by pip in the service's venv, not Debian's (which embeds
+    /usr/bin/python3): the app reports that Python's own sys.version."""
+    stack = Stack(tmp_path)
+    port = free_port()
+    stack.write(f'[stack]\nbase_port = {port}\n[services.api]\n'
+                f'app = "whoami:application"\npython_path = ["{FIXTURES}"]\n'
+                f'venv = "{other_python}"\n')
+    res = stack.cli("up", "--detach", "--backend", "mod_wsgi")
+    try:
+        assert res.code == 0, res.err
+        assert _python_of(port) == _version_of(PYENV)
+        status = json.loads(stack.cli("status", "--json").out)["services"][0]
+        module = next((other_python / "lib").glob("python3.12/site-packages/mod_wsgi/server/"
+                                                  "mod_wsgi-py312*.so"))
+        assert status["server"] == f"/usr/sbin/apache2 + {module}"
+        assert status["python"] == str(other_python / "bin" / "python")
     finally:
         stack.cli("down")
 

@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import FIXTURES, free_port
-from wsgistack.backends import BACKENDS
+from wsgistack import plan
+from wsgistack.backends import BACKENDS, mod_wsgi
 
 pytestmark = [
     pytest.mark.live,
@@ -115,9 +116,13 @@ def test_safe_by_default(stack, backend, monkeypatch):
     # ...and which server binary and Python it runs on.
     ran = status["services"][0]
     assert ran["python"] == sys.executable or ran["python"].startswith(sys.prefix), ran
-    assert ran["server"] == {"granian": "granian", "gunicorn": "gunicorn"}.get(
+    server = {"granian": "granian", "gunicorn": "gunicorn"}.get(
         backend, os.path.realpath(shutil.which("apache2" if backend == "mod_wsgi" else "uwsgi")
-                                  or "?")), ran
+                                  or "?"))
+    if backend == "mod_wsgi":  # Apache and the module that embeds the Python
+        server += " + " + (plan.find_in(sys.prefix, mod_wsgi.VENV_FILES)[mod_wsgi.PIP_MODULE]
+                           or mod_wsgi.DEBIAN_MODULE)
+    assert ran["server"] == server, ran
 
     # A clean environment: only what the manifest says, plus what it passes on purpose.
     env = seen["environ"]

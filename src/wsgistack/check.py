@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 from wsgistack import plan as plans
 from wsgistack import runtime
-from wsgistack.backends import BACKENDS
+from wsgistack.backends import BACKENDS, get
 from wsgistack.errors import ServerError, WsgistackError
 from wsgistack.manifest import Manifest
 
@@ -279,8 +279,8 @@ def run_one(m: Manifest, service: str, backend: str, rows: list[Check],
     alone = dataclasses.replace(
         m, services=(svc,),
         stack=dataclasses.replace(m.stack, base_port=base_port, host="127.0.0.1"))
-    p = plans.build(alone, backend, state=Path(m.state_path, "check", backend.replace("+", "-")),
-                    whole=m)
+    state = Path(m.state_path, "check", backend.replace("+", "-"))
+    p = plans.build(alone, get(backend), state=state, whole=m)
     try:
         running = runtime.up(p, lambda _m: None, after_up=False)  # not the stack's own
     except WsgistackError as exc:  # its logs are the check stack's, not the stack's

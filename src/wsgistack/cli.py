@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from wsgistack import access, check, entry, manifest, plan, runtime, secrets
-from wsgistack.backends import BACKENDS, exposure_warnings
+from wsgistack.backends import BACKENDS, exposure_warnings, resolve
 from wsgistack.errors import WsgistackError
 from wsgistack.lifecycle import health, processes
 
@@ -43,8 +43,7 @@ def _with_base_port(m: manifest.Manifest, port: int | None) -> manifest.Manifest
 
 def _plan(args: argparse.Namespace, m: manifest.Manifest | None = None) -> plan.Plan:
     m = m or _load(args)
-    backend = getattr(args, "backend", None) or m.stack.backend
-    built = _built(plan.build(m, backend))
+    built = _built(plan.build(m, resolve(m, getattr(args, "backend", None))))
     return dataclasses.replace(built, base_port_given=bool(getattr(args, "base_port", None)))
 
 
@@ -187,7 +186,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
 def cmd_render(args: argparse.Namespace) -> int:
     m = _load(args)
     out = Path(args.output).absolute()
-    p = _built(plan.build(m, args.backend or m.stack.backend, state=out))
+    p = _built(plan.build(m, resolve(m, args.backend), state=out))
     files = runtime.render(p)
     if not args.no_check:
         for note in runtime.try_rendered(p, files):
@@ -236,7 +235,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     state = Path(m.state_path, "serve", svc.name)
     single = dataclasses.replace(m, services=(svc,))
-    p = _built(plan.build(single, args.backend or m.stack.backend, state=state, whole=m))
+    p = _built(plan.build(single, resolve(m, args.backend), state=state, whole=m))
     running = runtime.up(p, lambda msg: _say(f"  {msg}"), after_up=False)
     _show(catalog_table(p, running))
     code = runtime.wait_foreground(running, lambda msg: _say(f"  {msg}"))
@@ -278,6 +277,40 @@ def cmd_audit(args: argparse.Namespace) -> int:
         _say(f"wrote {args.output} ({len(audits)} project(s))")
     else:
         sys.stdout.write(out)
+    return 0
+
+
+def cmd_install(args: argparse.Namespace) -> int:
+    from wsgistack.targets import install
+
+    m = _load(args)
+    backend = resolve(m, args.backend).ID
+    under = str(Path(args.root).absolute()) if args.root else ""
+    layout = install.install(m, backend, lambda msg: _say(f"  {msg}"), port=args.port,
+                             tls_port=args.tls_port, under=under, dry_run=args.dry_run)
+    if args.dry_run:
+        found = install.changes(layout)
+        for what, path in found:
+            _show(f"{what} {path}")
+        if layout.site is not None:
+            _show(f"enable {layout.site_link}")
+        for unit in (*layout.units, layout.target):
+            _show(f"enable {unit}")
+        _say(f"dry run: {len(found)} file(s) would change; nothing was written")
+        return 0
+    for f in layout.files:
+        if f.text is not None:
+            _show((under or "") + f.path)
+    where = f"under {under}" if under else "on this host"
+    _say(f"installed stack '{m.stack.name}' ({backend}) {where}: {len(layout.files)} paths")
+    return 0
+
+
+def cmd_uninstall(args: argparse.Namespace) -> int:
+    from wsgistack.targets import install
+
+    name = args.name or _load(args).stack.name
+    install.uninstall(name, lambda msg: _say(f"  {msg}"), purge=args.purge)
     return 0
 
 
@@ -357,6 +390,20 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--list", help="a file naming one tree per line")
     p.add_argument("--format", choices=["text", "md", "json", "html"], default="text")
     p.add_argument("-o", "--output", help="write the report here instead of stdout")
+    p = add("install", cmd_install, "put the stack on this host: system Apache or nginx "
+            "site, one systemd unit per service, /etc, /var/lib and /var/log, logrotate; "
+            "checked before anything is enabled", True)
+    p.add_argument("--root", metavar="DIR", help="write the same tree under DIR and touch "
+                   "nothing else (for packages and images)")
+    p.add_argument("--dry-run", action="store_true", help="list what would change")
+    p.add_argument("--port", type=_port, default=0, help="the front door's port (default 80); "
+                   "without a front end, the first service's (default: [stack] base_port)")
+    p.add_argument("--tls-port", type=_port, default=443, help="with [stack.tls]: the HTTPS "
+                   "port (default 443)")
+    p = add("uninstall", cmd_uninstall, "remove what `install` wrote; keep data and logs "
+            "unless --purge")
+    p.add_argument("--purge", action="store_true", help="also remove data and logs")
+    p.add_argument("--name", help="the installed stack (default: the manifest's name)")
     add("settings", cmd_settings, "print the manifest settings reference (Markdown)")
     return top
 

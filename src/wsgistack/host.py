@@ -33,6 +33,8 @@ class Host:
     group: str
     home: str
     environ: Mapping[str, str] = field(default_factory=dict)  # the caller's environment
+    # `install`: the ports the system's Apache already has a `Listen` for (ports.conf).
+    listening: tuple[int, ...] = ()
 
     @classmethod
     def read(cls) -> Host:

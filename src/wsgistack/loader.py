@@ -735,12 +735,15 @@ def _from_http_proxy(environ: dict[str, Any]) -> None:
     mod_proxy_uwsgi would have."""
     environ["REMOTE_ADDR"] = _last_hop(environ, "HTTP_X_FORWARDED_FOR")
     environ.pop("REMOTE_PORT", None)
+    scheme = environ.pop("HTTP_X_WSGISTACK_SCHEME", "http")
+    environ["REQUEST_SCHEME"] = scheme
     for key in ("HTTP_X_FORWARDED_HOST", "HTTP_X_FORWARDED_SERVER"):
         _last_hop(environ, key)
     host = environ.get("HTTP_HOST", "")
     name, sep, port = host.rpartition(":") if not host.endswith("]") else (host, "", "")
     environ["SERVER_NAME"] = (name if sep else host) or environ.get("SERVER_NAME", "")
-    environ["SERVER_PORT"] = port if sep and port.isdigit() else "80"
+    environ["SERVER_PORT"] = port if sep and port.isdigit() else (
+        "443" if scheme == "https" else "80")
 
 
 def server_quirks(app: WSGIApp, trusted_proxies: Sequence[str] = (),

@@ -78,6 +78,12 @@ class StackConfig:
         "another user, everything runs as that user."
     )
     group: str = setting("", "Group of that user's processes (empty: the user's own group).")
+    tls: Mapping[str, str] = setting(
+        {}, "`[stack.tls]` with `cert` and `key` (PEM files, relative to the manifest): "
+        "`wsgistack install` makes the front end serve HTTPS on the TLS port (443) and "
+        "redirect plain HTTP there, except from this machine (health checks, services "
+        "calling each other); the apps see the scheme as https."
+    )
     trusted_proxies: tuple[str, ...] = setting(
         (), "Addresses or CIDRs (`10.0.0.5`, `10.0.0.0/24`) whose forwarded headers count: "
         "`Forwarded`, `X-Forwarded-For/-Proto/-Host/-Port/-Prefix/-Ssl`; from any other "
@@ -317,8 +323,6 @@ def _normalise_prefix(prefix: str, name: str, path: str) -> str:
 
 def parse(data: Mapping[str, Any], path: str, root: Path) -> Manifest:
     """Turn a parsed TOML document into a :class:`Manifest`, or raise a :class:`ManifestError`."""
-    from wsgistack.backends import BACKENDS
-
     for key in data:
         if key not in ("stack", "services"):
             raise ManifestError(
@@ -328,12 +332,14 @@ def parse(data: Mapping[str, Any], path: str, root: Path) -> Manifest:
     if not isinstance(stack_table, dict):
         raise ManifestError(path, "stack", "expected a table ([stack])")
     stack: StackConfig = _build(StackConfig, stack_table, path, "stack", {})
-    if stack.backend not in BACKENDS:
-        raise ManifestError(
-            path, "stack.backend",
-            f"unknown backend '{stack.backend}'" + did_you_mean(stack.backend, BACKENDS)
-            + f" (known: {', '.join(BACKENDS)})",
-        )
+    for key in stack.tls:
+        if key not in ("cert", "key"):
+            raise ManifestError(path, f"stack.tls.{key}",
+                                "unknown key" + did_you_mean(key, ["cert", "key"]))
+    if stack.tls and set(stack.tls) != {"cert", "key"}:
+        missing = ({"cert", "key"} - set(stack.tls)).pop()
+        raise ManifestError(path, f"stack.tls.{missing}", "missing: TLS needs both the "
+                            "certificate (cert) and its private key (key)")
     for proxy in stack.trusted_proxies:
         try:
             ipaddress.ip_network(proxy, strict=False)

@@ -6,6 +6,7 @@ Backends render from a :class:`Plan` only; nothing downstream reads the manifest
 from __future__ import annotations
 
 import dataclasses
+import glob
 import hashlib
 import ipaddress
 import json
@@ -18,6 +19,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
+from typing import Protocol
 
 from wsgistack import secrets
 from wsgistack.apps.catalog import ENV_VAR as CATALOG_ENV
@@ -110,6 +112,10 @@ class ServicePlan:
     provision: Provision = Provision()
     # (URL path, directory): the path under the prefix, from its `/`; the directory absolute.
     static: tuple[tuple[str, str], ...] = ()
+    # What the backend looks for in the service's Python (Backend.VENV_FILES: its own
+    # uWSGI, a pip-built mod_wsgi), by pattern: the path found, or "". Read before
+    # rendering, so that renderers never look at the disk.
+    found: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def user(self) -> str:
@@ -147,6 +153,23 @@ class Plan:
     trusted_proxies: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()  # shown before anything starts
     base_port_given: bool = False  # by `up --base-port`, not the manifest: `reload` keeps it
+    # Where the plan is deployed: "local" (a private server root under the state dir, run by
+    # wsgistack) or "host" (`install`: systemd runs the servers, the system's Apache or
+    # nginx is the front end).
+    target: str = "local"
+    # Directories kept outside the state dir, by the name of the subdirectory they replace
+    # (`install`: run/ in /run, logs/ in /var/log, data/ and venvs/ in /var/lib).
+    dirs: Mapping[str, str] = field(default_factory=dict)
+    tls: tuple[str, str] | None = None  # (cert, key) the front end serves HTTPS with
+    tls_port: int = 0
+    venv_files: tuple[str, ...] = ()  # the backend's VENV_FILES
+
+    def found_again(self) -> Plan:
+        """The plan with what the services' Pythons hold read again: after `up` has made
+        their venvs."""
+        return dataclasses.replace(self, services=tuple(
+            dataclasses.replace(s, found=find_in(s.python_home, self.venv_files))
+            for s in self.services))
 
     @property
     def root(self) -> bool:
@@ -167,10 +190,23 @@ class Plan:
         return (svc.user, svc.group) if self.root else ("", "")
 
     def path(self, *parts: str) -> str:
+        if parts and parts[0] in self.dirs:
+            return os.path.join(self.dirs[parts[0]], *parts[1:])
         return os.path.join(self.state, *parts)
 
     def service(self, name: str) -> ServicePlan:
         return next(s for s in self.services if s.name == name)
+
+
+def find_in(home: str, patterns: tuple[str, ...]) -> dict[str, str]:
+    """For each glob pattern under `home` (a Python's prefix), the first file found ("" for
+    none); under bin/ only an executable one counts."""
+    found = {}
+    for pattern in patterns:
+        hits = sorted(p for p in glob.glob(os.path.join(home, pattern)) if os.path.isfile(p)
+                      and (not pattern.startswith("bin/") or os.access(p, os.X_OK)))
+        found[pattern] = hits[0] if hits else ""
+    return found
 
 
 def _connect_host(host: str) -> str:
@@ -214,13 +250,13 @@ def _pinned(package: str) -> str:
 
 
 def own_venv(manifest: Manifest, svc: ServiceConfig, server_packages: tuple[str, ...],
-             state: str) -> tuple[str, tuple[str, ...]]:
+             venvs: str) -> tuple[str, tuple[str, ...]]:
     """(venv dir, packages) of a service's own venv: named by its requirements, so services
     with the same list share one and a changed list makes a new one. The server package a
     backend needs (gunicorn, granian) is added to the same venv when first needed."""
     key = hashlib.sha256(json.dumps([venv_python(manifest), sorted(svc.requirements)]).encode())
     packages = (*svc.requirements, *(_pinned(p) for p in server_packages))
-    return os.path.join(state, "venvs", key.hexdigest()[:12]), packages
+    return os.path.join(venvs, key.hexdigest()[:12]), packages
 
 
 def interpreter(svc: ServiceConfig, root: Path, own: str = "") -> tuple[str, str]:
@@ -325,6 +361,15 @@ class _Stack:
     front_url: str
     server_packages: tuple[str, ...]
     secrets: str  # where `${secret:NAME}` are kept: the stack's own state dir, always
+    dirs: Mapping[str, str]  # as Plan.dirs
+    target: str
+    tls_port: int  # the front end's HTTPS port (0: none): public URLs are https there
+    venv_files: tuple[str, ...]
+
+    def path(self, *parts: str) -> str:
+        if parts[0] in self.dirs:
+            return os.path.join(self.dirs[parts[0]], *parts[1:])
+        return os.path.join(self.state, *parts)
 
 
 def _addresses(manifest: Manifest, ports: list[int], where: _Stack) -> dict[str, str]:
@@ -333,12 +378,22 @@ def _addresses(manifest: Manifest, ports: list[int], where: _Stack) -> dict[str,
     out = {}
     for svc, port in zip(manifest.services, ports, strict=True):
         listen = where.front_port or port
+        public = (f"https://{where.public}:{where.tls_port}" if where.tls_port
+                  else f"http://{where.public}:{listen}")
         out.update({
-            f"services.{svc.name}.url": f"http://{where.public}:{listen}{svc.prefix}",
+            f"services.{svc.name}.url": public + svc.prefix,
             f"services.{svc.name}.internal_url": f"http://{where.connect}:{listen}{svc.prefix}",
             f"services.{svc.name}.prefix": svc.prefix,
         })
     return out
+
+
+def _socket(where: _Stack, name: str) -> str:
+    """A service's socket behind a front end. Installed, in the service's own runtime dir
+    (systemd makes it for the app's user; the front end's group may only pass through)."""
+    if where.target == "host":
+        return where.path("run", name, f"{name}.sock")
+    return where.path("run", f"{name}.sock")
 
 
 def _service(manifest: Manifest, svc: ServiceConfig, port: int, where: _Stack,
@@ -346,7 +401,7 @@ def _service(manifest: Manifest, svc: ServiceConfig, port: int, where: _Stack,
     """One service's plan: interpreter, user, variables, env and secrets, URLs, paths."""
     host, state = where.host, where.state
     own = f"services.{svc.name}."
-    venv = (own_venv(manifest, svc, where.server_packages, state)
+    venv = (own_venv(manifest, svc, where.server_packages, where.path("venvs"))
             if svc.requirements and not svc.venv else None)
     python, home = interpreter(svc, manifest.root, venv[0] if venv else "")
     who = identity(host, svc.user or manifest.stack.user, svc.group or manifest.stack.group,
@@ -356,7 +411,7 @@ def _service(manifest: Manifest, svc: ServiceConfig, port: int, where: _Stack,
                         "\"root\"): a flaw in the app is a flaw in the whole machine")
     variables = Variables({
         **addresses, "name": svc.name, "state": state,
-        "data": os.path.join(state, "data", svc.name), "manifest_dir": str(manifest.root),
+        "data": where.path("data", svc.name), "manifest_dir": str(manifest.root),
         "url": addresses[own + "url"], "internal_url": addresses[own + "internal_url"],
         "front_url": where.front_url, "prefix": svc.prefix, "user": who.user,
         "group": who.group, "venv": home, "python": python,
@@ -371,7 +426,7 @@ def _service(manifest: Manifest, svc: ServiceConfig, port: int, where: _Stack,
     return ServicePlan(
         config=svc,
         port=port,
-        socket=os.path.join(state, "run", f"{svc.name}.sock") if where.front_port else "",
+        socket=_socket(where, svc.name) if where.front_port else "",
         entry=os.path.join(state, "entries", svc.name, module_name(svc.name) + ".py"),
         python=python,
         python_home=home,
@@ -379,40 +434,73 @@ def _service(manifest: Manifest, svc: ServiceConfig, port: int, where: _Stack,
         public_url=f"{variables['url']}/",
         health_url=variables["internal_url"] + svc.health_path,
         working_dir=str((manifest.root / svc.working_dir).absolute()),
-        run_dir=os.path.join(state, "run", svc.name),
+        run_dir=where.path("run", svc.name),
         identity=who,
         base_env=base,
         secrets=frozenset(hidden | variables.secrets),
         provision=provision,
         static=static,
+        found=find_in(home, where.venv_files),
     )
 
 
-def _where(manifest: Manifest, backend: str, state: Path | None, host: Host | None
-           ) -> tuple[_Stack, list[int]]:
-    from wsgistack.backends import get
+@dataclass(frozen=True)
+class Target:
+    """Where a plan is deployed, when not in the private server root under the state dir
+    (`install`: see targets/host.py)."""
 
+    name: str = "local"
+    state: str = ""  # absolute; "" : the manifest's state dir
+    dirs: Mapping[str, str] = field(default_factory=dict)
+    port: int = 0  # the front door's port instead of base_port (0: base_port)
+    tls: tuple[str, str] | None = None  # (cert, key)
+    tls_port: int = 0
+    secrets: str = ""  # where `${secret:NAME}` are kept ("": STATE/secrets)
+
+
+LOCAL = Target()
+
+
+class BackendTraits(Protocol):
+    """What the plan needs to know of a backend (backends.base.Backend has it all): the
+    backend is handed in, the model imports none."""
+
+    ID: str
+    FRONT_END: bool
+    SERVICE_PACKAGES: tuple[str, ...]
+    VENV_FILES: tuple[str, ...]
+
+
+def _where(manifest: Manifest, backend: BackendTraits, state: Path | None,
+           host: Host | None, target: Target = LOCAL) -> tuple[_Stack, list[int]]:
     stack = manifest.stack
-    front_end = get(backend).FRONT_END
+    front_end = backend.FRONT_END
     public = _url_host(stack.public_host or _connect_host(stack.host))
+    port = target.port or stack.base_port
+    state_dir = target.state or str((state or manifest.state_path).absolute())
     where = _Stack(
-        host=host or Host.read(), state=str((state or manifest.state_path).absolute()),
+        host=host or Host.read(), state=state_dir,
         public=public, connect=_url_host(_connect_host(stack.host)),
-        front_port=stack.base_port if front_end else 0,
-        front_url=f"http://{public}:{stack.base_port}",  # the front end, or the first service
-        server_packages=get(backend).SERVICE_PACKAGES,
-        secrets=str(manifest.state_path / "secrets"))
-    ports = [0] * len(manifest.services) if front_end else _ports(manifest, stack.base_port)
+        front_port=port if front_end else 0,
+        front_url=f"http://{public}:{port}",  # the front end, or the first service
+        server_packages=backend.SERVICE_PACKAGES,
+        secrets=target.secrets or (os.path.join(target.state, "secrets") if target.state
+                                   else str(manifest.state_path / "secrets")),
+        dirs=target.dirs, target=target.name, tls_port=target.tls_port if target.tls else 0,
+        venv_files=backend.VENV_FILES)
+    ports = [0] * len(manifest.services) if front_end else _ports(manifest, port)
     return where, ports
 
 
-def build(manifest: Manifest, backend: str, state: Path | None = None,
-          host: Host | None = None, whole: Manifest | None = None) -> Plan:
+def build(manifest: Manifest, backend: BackendTraits, state: Path | None = None,
+          host: Host | None = None, whole: Manifest | None = None,
+          target: Target = LOCAL) -> Plan:
     """Decide ports, sockets, paths, users and URLs for `manifest` deployed with `backend`.
     `whole`: the stack `manifest` was cut from (one service run alone by `check` or
-    `serve`), where `${services.NAME...}` find the others, as its own `up` would place them."""
+    `serve`), where `${services.NAME...}` find the others, as its own `up` would place them.
+    `target`: where it is deployed, when not under the state dir."""
     stack = manifest.stack
-    where, ports = _where(manifest, backend, state, host)
+    where, ports = _where(manifest, backend, state, host, target)
     warnings: list[str] = []
     addresses = _addresses(manifest, ports, where)
     if whole is not None:
@@ -420,14 +508,15 @@ def build(manifest: Manifest, backend: str, state: Path | None = None,
         addresses = {**_addresses(whole, full_ports, full), **addresses}
     services = [_service(manifest, svc, port, where, warnings, addresses)
                 for svc, port in zip(manifest.services, ports, strict=True)]
-    catalog = _catalog(stack.name, backend, services)
+    catalog = _catalog(stack.name, backend.ID, services)
     services = [dataclasses.replace(s, env={**s.env, CATALOG_ENV: catalog}) for s in services]
     return Plan(
-        name=stack.name, source=manifest.path, backend=backend, host=stack.host,
+        name=stack.name, source=manifest.path, backend=backend.ID, host=stack.host,
         state=where.state, front_port=where.front_port, base_port=stack.base_port,
         start_timeout=stack.start_timeout,
         services=tuple(services), host_info=where.host,
         trusted_proxies=tuple(str(ipaddress.ip_network(p, strict=False))
                               for p in stack.trusted_proxies),
-        warnings=tuple(warnings),
+        warnings=tuple(warnings), target=target.name, dirs=target.dirs, tls=target.tls,
+        tls_port=where.tls_port, venv_files=where.venv_files,
     )

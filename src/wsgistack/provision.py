@@ -140,7 +140,7 @@ def run_setup(plan: Plan, progress: Callable[[str], None]) -> None:
     for svc in plan.services:
         prov = svc.provision
         record = hashlib.sha256(json.dumps(prov.setup).encode()).hexdigest()
-        done = Path(plan.state, "setup", f"{svc.name}.done")
+        done = Path(plan.path("setup", f"{svc.name}.done"))
         if prov.setup and not (done.exists() and done.read_text() == record):
             _run_commands(plan, svc, "setup", prov.setup, progress,
                           "run `wsgistack up` again")
@@ -162,6 +162,6 @@ def prepare(plan: Plan, progress: Callable[[str], None]) -> None:
     for svc in plan.services:
         if svc.python_home not in seen:
             seen.add(svc.python_home)
-            ensure_venv(svc, Path(plan.state, "logs"), progress)
+            ensure_venv(svc, Path(plan.path("logs")), progress)
             if svc.provision.venv_base:
                 access.venv(plan, svc, svc.python_home)

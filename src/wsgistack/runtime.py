@@ -30,12 +30,13 @@ def render(plan: Plan) -> dict[str, str]:
     return get(plan.backend).render(plan)
 
 
-def _ready(plan: Plan, progress: Callable[[str], None]) -> None:
+def _ready(plan: Plan, progress: Callable[[str], None]) -> Plan:
     """What the new processes will run on, made before anything running is touched: users,
-    directories, venvs."""
+    directories, venvs. Returns the plan with what the venvs now hold (their own servers)."""
     provision.ensure_users(plan, progress)  # first: files are handed to them
     access.layout(plan)
     provision.prepare(plan, progress)  # before the requirement checks look into the venvs
+    return plan.found_again()
 
 
 def _write(plan: Plan, files: dict[str, str], progress: Callable[[str], None]) -> set[str]:
@@ -69,7 +70,7 @@ def up(plan: Plan, progress: Callable[[str], None], after_up: bool = True) -> li
         _refuse_leftovers(plan, processes.load_state(plan.state))
         processes.clear_pid_files(plan.state)
         preflight.check_ports(plan)
-        _ready(plan, progress)
+        plan = _ready(plan, progress)
         files = render(plan)
         _write(plan, files, progress)  # the apps' config and setup first: they load with them
         try_apps(plan, files, lambda name, reason: (
@@ -164,7 +165,7 @@ def reload(plan: Plan, progress: Callable[[str], None]) -> list[Running]:
                 s.name: s.public_url for s in plan.services}:
             raise ServerError(f"{plan.source}: services, prefixes or ports changed since "
                               "`up`; a reload keeps them: run `wsgistack down` then `up`")
-        _ready(plan, progress)
+        plan = _ready(plan, progress)
         files = render(plan)
         try_apps(plan, files, lambda name, reason: (
             f"reload refused: service '{name}' cannot load its app: {reason}; the running "

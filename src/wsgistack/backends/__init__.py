@@ -10,6 +10,8 @@ from typing import cast
 
 from wsgistack.backends import apache_uwsgi, granian, gunicorn, mod_wsgi, nginx_uwsgi, uwsgi
 from wsgistack.backends.base import Backend
+from wsgistack.errors import ManifestError, did_you_mean
+from wsgistack.manifest import Manifest
 from wsgistack.plan import Plan
 
 _MODULES = (granian, gunicorn, uwsgi, mod_wsgi, apache_uwsgi, nginx_uwsgi)
@@ -18,6 +20,18 @@ BACKENDS: dict[str, Backend] = {cast(Backend, m).ID: cast(Backend, m) for m in _
 
 def get(backend_id: str) -> Backend:
     return BACKENDS[backend_id]
+
+
+def resolve(manifest: Manifest, given: str | None = None) -> Backend:
+    """The backend a command runs: the one given (by --backend, which argparse checked),
+    else the manifest's, which is checked here: the manifest knows no servers."""
+    name = given or manifest.stack.backend
+    if name not in BACKENDS:
+        raise ManifestError(
+            manifest.path, "stack.backend",
+            f"unknown backend '{name}'" + did_you_mean(name, BACKENDS)
+            + f" (known: {', '.join(BACKENDS)})")
+    return BACKENDS[name]
 
 
 def exposure_warnings(plan: Plan) -> list[str]:
@@ -51,4 +65,6 @@ def servers(plan: Plan) -> dict[str, str]:
         # `python -m granian`: the module names the server, the interpreter runs it.
         found[svc.name] = argv[2] if argv[1:2] == ("-m",) else os.path.realpath(
             shutil.which(argv[0]) or argv[0])
+        if plan.backend == mod_wsgi.ID:  # Apache hosts the module, the module embeds Python
+            found[svc.name] += f" + {mod_wsgi.module_path(plan)}"
     return found

@@ -11,7 +11,7 @@ mod_proxy_uwsgi would have passed them.
 from __future__ import annotations
 
 from wsgistack.backends import apache, uwsgi
-from wsgistack.backends.base import Proc, Requirement, entry_files, static_access
+from wsgistack.backends.base import Proc, Requirement, Site, entry_files, static_access
 from wsgistack.backends.quoting import apache as q
 from wsgistack.plan import Plan, ServicePlan
 
@@ -19,6 +19,7 @@ ID = "apache+uwsgi"
 FRONT_END = True
 HOLDS_SLOW_CLIENTS = False
 SERVICE_PACKAGES: tuple[str, ...] = ()  # what a service's own venv must hold
+VENV_FILES: tuple[str, ...] = uwsgi.VENV_FILES
 DESCRIPTION = "Apache httpd (mod_proxy_http) in front of uWSGI on UNIX sockets"
 MODULES = ["proxy", "proxy_http", "env", "rewrite"]
 
@@ -33,6 +34,9 @@ def proxy(svc: ServicePlan) -> list[str]:
         f"<Location {q(path)}>",
         f"    ProxyPass {q(target)} retry=0 acquire=1 timeout={timeout}",
         "    SetEnv proxy-sendcl 1",
+        # The scheme the client used, which no client can set (`set` replaces theirs): the
+        # entry reads it (loader.py), as mod_proxy_uwsgi would have passed HTTPS.
+        '    RequestHeader set X-Wsgistack-Scheme "expr=%{REQUEST_SCHEME}"',
         # uWSGI closes its HTTP socket after each answer (http-keepalive = false): a pooled
         # connection Apache reused could be the one uWSGI just closed, and the request a 502.
         "    SetEnv proxy-nokeepalive 1",
@@ -46,14 +50,23 @@ def proxy(svc: ServicePlan) -> list[str]:
     ]
 
 
-def render(plan: Plan) -> dict[str, str]:
+def _body(plan: Plan) -> list[str]:
     # 8 KiB reads from uWSGI made a 1 MiB answer 3x slower through Apache than from uWSGI
     # alone; 256 KiB (per request in flight) brought it to 0.7 (benchmarks/results.md).
     body = ["ProxyPreserveHost On", "ProxyIOBufferSize 262144", *apache.length_limits(plan),
             *apache.static_aliases(plan)]
     for svc in reversed(apache.by_specificity(plan)):  # <Location>s: the most specific last
         body += proxy(svc)
-    body += apache.static_unproxied(plan)
+    return body + apache.static_unproxied(plan)
+
+
+def site(plan: Plan) -> Site:
+    modules = (*apache.SITE_MODULES, *MODULES, *(["ssl"] if plan.tls else []))
+    return Site("apache2", apache.site_conf(plan, _body(plan)), tuple(dict.fromkeys(modules)))
+
+
+def render(plan: Plan) -> dict[str, str]:
+    body = _body(plan)
     files = {
         # Apache passes the full path: the entry splits the prefix off.
         **entry_files(plan, mount=True, limits="entry, drained", http_proxied=True,

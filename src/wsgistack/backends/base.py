@@ -48,6 +48,15 @@ class Proc:
 
 
 @dataclass(frozen=True)
+class Site:
+    """A front end's part on a host (`install`): a site for the system's own server."""
+
+    server: str  # "apache2" or "nginx"
+    text: str
+    modules: tuple[str, ...] = ()  # Apache modules it needs enabled (a2enmod)
+
+
+@dataclass(frozen=True)
 class Requirement:
     """Something a backend needs on the machine, and how to get it."""
 
@@ -71,6 +80,9 @@ class Backend(Protocol):
     HOLDS_SLOW_CLIENTS: bool
     DESCRIPTION: str
     SERVICE_PACKAGES: tuple[str, ...]
+    # Files looked for in each service's Python (glob patterns under its prefix), found
+    # before rendering (ServicePlan.found): a server built for that Python.
+    VENV_FILES: tuple[str, ...]
 
     def render(self, plan: Plan) -> dict[str, str]: ...
 

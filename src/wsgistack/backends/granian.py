@@ -24,6 +24,7 @@ ID = "granian"
 FRONT_END = False
 HOLDS_SLOW_CLIENTS = False
 SERVICE_PACKAGES: tuple[str, ...] = ("granian",)  # what a service's own venv must hold
+VENV_FILES: tuple[str, ...] = ()
 DESCRIPTION = "granian per service, each on its own port (the embedded default)"
 
 

@@ -15,6 +15,7 @@ from wsgistack.backends.base import (
     app_access,
     app_proc,
     entry_files,
+    log_path,
     python_module,
     static_access,
 )
@@ -24,6 +25,7 @@ ID = "gunicorn"
 FRONT_END = False
 HOLDS_SLOW_CLIENTS = False
 SERVICE_PACKAGES: tuple[str, ...] = ("gunicorn",)  # what a service's own venv must hold
+VENV_FILES: tuple[str, ...] = ()
 DESCRIPTION = "gunicorn (gthread) per service, each on its own port"
 
 
@@ -44,7 +46,9 @@ def argv(plan: Plan, svc: ServicePlan) -> tuple[str, ...]:
         "--chdir", os.path.dirname(svc.entry),
         "--pid", f"{svc.run_dir}/gunicorn.pid",
         "--control-socket", f"{svc.run_dir}/gunicorn.ctl",
-        "--log-level", "warning", "--error-logfile", "-",
+        "--log-level", "warning", "--error-logfile",
+        # Installed, its own log file, reopened on SIGUSR1 (logrotate).
+        log_path(plan, svc.name) if plan.target == "host" else "-",
         # gunicorn's own scheme handling agrees with the entry's (which drops the headers).
         "--forwarded-allow-ips", ",".join(plan.trusted_proxies),
         f"{svc.module}:application",

@@ -8,12 +8,17 @@ against that Python with apache2-dev's apxs) or Debian's libapache2-mod-wsgi-py3
 
 from __future__ import annotations
 
-import glob
-import os
 import signal
 
 from wsgistack.backends import apache
-from wsgistack.backends.base import Proc, Requirement, app_access, entry_files, static_access
+from wsgistack.backends.base import (
+    Proc,
+    Requirement,
+    Site,
+    app_access,
+    entry_files,
+    static_access,
+)
 from wsgistack.backends.quoting import apache as q
 from wsgistack.backends.uwsgi import DEBIAN_PYTHON
 from wsgistack.plan import Plan, ServicePlan
@@ -26,16 +31,23 @@ DESCRIPTION = "Apache httpd + mod_wsgi daemon mode, every service under one fron
 DEBIAN_MODULE = f"{apache.MODULES}/mod_wsgi.so"
 
 
+PIP_MODULE = "lib/python3*/site-packages/mod_wsgi/server/mod_wsgi-py*.so"
+VENV_FILES = (PIP_MODULE,)
+
+
 def module_path(plan: Plan) -> str:
     """The pip-built mod_wsgi of the first service's interpreter, else Debian's."""
-    home = plan.services[0].python_home
-    built = sorted(glob.glob(os.path.join(
-        home, "lib", "python3*", "site-packages", "mod_wsgi", "server", "mod_wsgi-py*.so")))
-    return built[0] if built else DEBIAN_MODULE
+    return plan.services[0].found.get(PIP_MODULE) or DEBIAN_MODULE
+
+
+def group_name(plan: Plan, svc: ServicePlan) -> str:
+    """Installed, daemon groups share the system Apache with other sites: the stack's name
+    keeps them apart."""
+    return f"{plan.name}-{svc.name}" if plan.target == "host" else svc.name
 
 
 def daemon(plan: Plan, svc: ServicePlan) -> list[str]:
-    """The daemon process group and alias of one service (its limits come separately)."""
+    """The daemon process group of one service."""
     cfg = svc.config
     # Started as root, the daemons run as the app's user (Apache's workers as www-data).
     who = [f"user={q(svc.user)}", f"group={q(svc.group)}"] if plan.root else []
@@ -47,18 +59,12 @@ def daemon(plan: Plan, svc: ServicePlan) -> list[str]:
         f"socket-timeout={cfg.timeout}", "header-buffer-size=65536",
         f"graceful-timeout={cfg.timeout}", f"eviction-timeout={cfg.timeout}",
     ]
-    return [
-        f"WSGIDaemonProcess {svc.name} " + " ".join(options),
-        f"WSGIScriptAlias {q(svc.prefix or '/')} {q(svc.entry)} process-group={svc.name} "
-        "application-group=%{GLOBAL}",
-    ]
+    return [f"WSGIDaemonProcess {group_name(plan, svc)} " + " ".join(options)]
 
 
-def render(plan: Plan) -> dict[str, str]:
+def _body(plan: Plan) -> list[str]:
+    """What every virtual host of the stack holds: the aliases, not the daemons."""
     body = [
-        f"LoadModule wsgi_module {q(module_path(plan))}",
-        "WSGIRestrictEmbedded On",
-        f"WSGISocketPrefix {q(plan.path('run', 'wsgi'))}",
         "WSGIPassAuthorization On",
         "WSGIChunkedRequest On",
         f"<Directory {q(plan.path('entries'))}>",
@@ -67,10 +73,32 @@ def render(plan: Plan) -> dict[str, str]:
         *apache.static_aliases(plan),
     ]
     for svc in apache.by_specificity(plan):
-        body += daemon(plan, svc)
+        body.append(f"WSGIScriptAlias {q(svc.prefix or '/')} {q(svc.entry)} "
+                    f"process-group={group_name(plan, svc)} application-group=%{{GLOBAL}}")
     for svc in reversed(apache.by_specificity(plan)):  # <Location>s merge: most specific last
         body += apache.location_limits(svc)
-    conf = apache.httpd_conf(plan, [], body)
+    return body
+
+
+def site(plan: Plan) -> Site:
+    """Debian's mod_wsgi is enabled with a2enmod; a pip-built one is loaded by the site."""
+    so = module_path(plan)
+    load = [] if so == DEBIAN_MODULE else [
+        "<IfModule !wsgi_module>", f"    LoadModule wsgi_module {q(so)}", "</IfModule>"]
+    daemons = [line for svc in apache.by_specificity(plan) for line in daemon(plan, svc)]
+    modules = (*apache.SITE_MODULES, *(["wsgi"] if so == DEBIAN_MODULE else []),
+               *(["ssl"] if plan.tls else []))
+    return Site("apache2", apache.site_conf(plan, _body(plan), [*load, *daemons]), modules)
+
+
+def render(plan: Plan) -> dict[str, str]:
+    head = [
+        f"LoadModule wsgi_module {q(module_path(plan))}",
+        "WSGIRestrictEmbedded On",
+        f"WSGISocketPrefix {q(plan.path('run', 'wsgi'))}",
+        *(line for svc in apache.by_specificity(plan) for line in daemon(plan, svc)),
+    ]
+    conf = apache.httpd_conf(plan, [], [*head, *_body(plan)])
     return {**entry_files(plan, mount=False, limits="front end"), "conf/httpd.conf": conf}
 
 

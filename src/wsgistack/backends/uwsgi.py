@@ -38,11 +38,14 @@ READY_LINE = "wsgistack: worker ready"
 CHUNKED_INPUT_LIMIT = 1 << 30  # the 1 MB default hung large uploads
 
 
+OWN_UWSGI = "bin/uwsgi"
+VENV_FILES = (OWN_UWSGI,)
+
+
 def binary(svc: ServicePlan) -> str:
     """PyPI's uWSGI in the service's venv, built for its Python, when it is there; else
     Debian's, whose python3 plugin embeds /usr/bin/python3."""
-    own = os.path.join(svc.python_home, "bin", "uwsgi")
-    return own if os.access(own, os.X_OK) else "uwsgi"
+    return svc.found.get(OWN_UWSGI) or "uwsgi"
 
 
 def ini(plan: Plan, svc: ServicePlan, listen: list[str]) -> str:
@@ -85,7 +88,12 @@ def ini(plan: Plan, svc: ServicePlan, listen: list[str]) -> str:
         f"hook-accepting = log:{READY_LINE}",
         "umask = 027",
     ]
-    if plan.root:
+    if plan.target == "host":
+        # Installed, systemd starts it as the app's user; it writes its own log, and
+        # reopens it when logrotate touches the reopen file.
+        lines += [f"logto = {q(plan.path('logs', svc.name + '.log'))}",
+                  f"touch-logreopen = {q(os.path.join(svc.run_dir, 'logreopen'))}"]
+    elif plan.root:
         # The master binds (and chowns the socket) as root, then master and workers drop to
         # the app's user before any app code is loaded.
         lines += [f"uid = {q(svc.user)}", f"gid = {q(svc.group)}"]
@@ -100,6 +108,9 @@ def _socket_access(plan: Plan, svc: ServicePlan) -> list[str]:
     """Only the front end's workers and the app's user may connect: anyone else could send
     a uwsgi packet with forged REMOTE_USER, SCRIPT_NAME or UWSGI_FILE vars. Its directory
     (run/) belongs to root and the front end's group, so the app cannot swap the socket."""
+    if plan.target == "host":
+        # systemd hands it to the front end's group (ExecStartPost, targets/systemd.py).
+        return ["chmod-socket = 660"]
     if not plan.root:
         return ["chmod-socket = 600"]
     return [f"chown-socket = {quoting.ini(svc.user)}:{quoting.ini(plan.front_user)}",

@@ -34,14 +34,23 @@ def reachable(path: str, user: str) -> bool:
         pw = pwd.getpwnam(user)
     except KeyError:
         return False
-    groups = {pw.pw_gid, *(g.gr_gid for g in grp.getgrall() if user in g.gr_mem)}
+    groups = [g.gr_gid for g in grp.getgrall() if user in g.gr_mem]
     target = Path(path)
+    # Imports list the directories they import from: a directory must be searchable too.
+    want = ["-r", path, "-a", "-x", path] if target.is_dir() else ["-r", path]
+    if os.geteuid() == 0 or pw.pw_uid == os.geteuid():
+        # The kernel answers as that user: ACLs and capabilities count, not only mode bits.
+        if pw.pw_uid == os.geteuid():
+            return subprocess.run(["test", *want], check=False).returncode == 0
+        return subprocess.run(["test", *want], check=False, user=pw.pw_uid, group=pw.pw_gid,
+                              extra_groups=groups).returncode == 0
+    ids = {pw.pw_gid, *groups}
     for part in [*reversed(target.parents), target]:
         try:
             st = part.stat()
         except OSError:
             return False
-        shift = 6 if st.st_uid == pw.pw_uid else 3 if st.st_gid in groups else 0
+        shift = 6 if st.st_uid == pw.pw_uid else 3 if st.st_gid in ids else 0
         # On the way: search; the target: read, and list a directory (imports do).
         need = 0o1 if part != target else (0o5 if stat.S_ISDIR(st.st_mode) else 0o4)
         if not (st.st_mode >> shift) & need:
