@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -218,3 +219,31 @@ def test_a_kept_secret_is_made_once_and_must_stay_private(tmp_path):
     kept.chmod(0o600)
     with pytest.raises(ManifestError, match="is empty"):
         secrets.generated(kept, "m.toml", "k")
+
+
+def test_the_cluster_balancer_routes_by_prefix_and_passes_haproxy_c(tmp_path):
+    """HAProxy's config for a [cluster]: one backend per service with its health check, the
+    longest prefix first, forwarded headers only HAProxy's own; `haproxy -c` accepts it."""
+    from wsgistack.targets import cluster
+
+    path = tmp_path / "wsgistack.toml"
+    path.write_text((HERE / "cases" / "control-plane.toml").read_text() + (
+        '[cluster]\nnodes = { a = "10.0.0.11", b = "10.0.0.12" }\nlisten = "127.0.0.1:9999"\n'))
+    m = manifest.load(path)
+    assert m.cluster is not None
+    p = plan.build(m, get("apache+uwsgi"), state=tmp_path / "state", host=ROOT)
+    where = cluster.Balancer(str(tmp_path))
+    conf = cluster.render(p, m.cluster, where)
+    lines = conf.splitlines()
+    assert "    bind 127.0.0.1:9999" in lines and "    option redispatch" in lines
+    assert "    http-request del-header X-Forwarded-For" in lines
+    backend = lines.index("backend identity")
+    assert lines[backend + 1:backend + 4] == [
+        "    balance leastconn", "    option httpchk",
+        "    http-check send meth GET uri /identity/v3 ver HTTP/1.1 hdr Host 127.0.0.1"]
+    port = p.front_port
+    assert f"    server a 10.0.0.11:{port}" in lines and f"    server b 10.0.0.12:{port}" in lines
+    (tmp_path / "haproxy.cfg").write_text(conf)
+    done = subprocess.run(["haproxy", "-c", "-f", str(tmp_path / "haproxy.cfg")],
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr

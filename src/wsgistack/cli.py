@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from wsgistack import access, check, entry, manifest, plan, runtime, secrets
 from wsgistack.backends import BACKENDS, exposure_warnings, resolve
@@ -314,6 +315,46 @@ def cmd_uninstall(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cluster(args: argparse.Namespace) -> tuple[plan.Plan, Any, Any]:
+    from wsgistack.targets import cluster
+
+    m = _load(args)
+    config = cluster.cluster_of(m)
+    return _built(plan.build(m, resolve(m))), config, cluster.balancer(m)
+
+
+def cmd_cluster(args: argparse.Namespace) -> int:
+    from wsgistack.targets import cluster
+
+    p, config, where = _cluster(args)
+    if args.action == "up":
+        cluster.up(p, config, where, lambda msg: _say(f"  {msg}"))
+        return 0
+    if args.action == "down":
+        _say("stopped the balancer" if cluster.down(where) else "the balancer is not up")
+        return 0
+    if cluster.running(where) is None:
+        _say(f"the balancer of stack '{p.name}' is not up")
+        return EXIT_NOT_UP
+    seen = cluster.states(where)
+    if args.json:
+        _show(json.dumps([dataclasses.asdict(s) for s in seen], indent=1))
+    else:
+        _show(table([(s.backend, s.node, config.nodes[s.node], s.status, s.sessions)
+                     for s in seen], ("service", "node", "address", "state", "sessions")))
+    return 0 if all(s.status == "UP" for s in seen) else 1
+
+
+def cmd_roll(args: argparse.Namespace) -> int:
+    from wsgistack.targets import cluster
+
+    p, config, where = _cluster(args)
+    t0 = time.monotonic()
+    done = cluster.roll(p, config, where, lambda msg: _say(f"  {msg}"), args.max_unavailable)
+    _say(f"rolled {len(done)} node(s) in {time.monotonic() - t0:.1f}s")
+    return 0
+
+
 def cmd_settings(_args: argparse.Namespace) -> int:
     print(manifest.settings_reference())
     return 0
@@ -404,6 +445,15 @@ def parser() -> argparse.ArgumentParser:
             "unless --purge")
     p.add_argument("--purge", action="store_true", help="also remove data and logs")
     p.add_argument("--name", help="the installed stack (default: the manifest's name)")
+    p = add("cluster", cmd_cluster, "HAProxy in front of the [cluster] nodes: start it, "
+            "stop it, or show each node's state per service as HAProxy sees it")
+    p.add_argument("action", choices=["up", "down", "status"])
+    p.add_argument("--json", action="store_true", help="status as JSON")
+    p = add("roll", cmd_roll, "reload or upgrade the [cluster] nodes one at a time: drain "
+            "through HAProxy, run the node's command, wait until healthy, put it back; stop "
+            "at the first node that fails")
+    p.add_argument("--max-unavailable", type=int, default=0,
+                   help="nodes out at once (default: [cluster] max_unavailable, 1)")
     add("settings", cmd_settings, "print the manifest settings reference (Markdown)")
     return top
 

@@ -182,6 +182,29 @@ class ServiceConfig:
 
 
 @dataclass(frozen=True)
+class ClusterConfig:
+    """The `[cluster]` table: the same stack on several nodes, HAProxy in front."""
+
+    nodes: Mapping[str, str] = setting(
+        {}, "The nodes: name = address (each runs this stack, on the same ports).")
+    listen: str = setting(
+        "127.0.0.1:9000", "Where HAProxy listens (`ADDRESS:PORT`): the stack's one front door.")
+    command: str = setting(
+        "", "How `wsgistack roll` reloads or upgrades a node: shell words with `{node}` and "
+        "`{address}` filled in (e.g. `ssh {address} wsgistack reload`); it must exit 0 once "
+        "the node serves the new version.")
+    inter: int = setting(2000, "Milliseconds between HAProxy's health checks of a node's "
+                         "service (`inter`).", minimum=100)
+    rise: int = setting(2, "Checks in a row that put a node's service back (`rise`).",
+                        minimum=1)
+    fall: int = setting(2, "Checks in a row that take it out (`fall`).", minimum=1)
+    drain_timeout: float = setting(
+        30.0, "Seconds `roll` waits for a drained node's connections to end.", minimum=0)
+    max_unavailable: int = setting(
+        1, "Nodes `roll` takes out at once (`--max-unavailable` overrides).", minimum=1)
+
+
+@dataclass(frozen=True)
 class Manifest:
     """A loaded manifest: where it came from, the stack and its services in order."""
 
@@ -189,6 +212,7 @@ class Manifest:
     root: Path
     stack: StackConfig
     services: tuple[ServiceConfig, ...]
+    cluster: ClusterConfig | None = None  # the `[cluster]` table, when there is one
 
     @property
     def state_path(self) -> Path:
@@ -324,9 +348,9 @@ def _normalise_prefix(prefix: str, name: str, path: str) -> str:
 def parse(data: Mapping[str, Any], path: str, root: Path) -> Manifest:
     """Turn a parsed TOML document into a :class:`Manifest`, or raise a :class:`ManifestError`."""
     for key in data:
-        if key not in ("stack", "services"):
+        if key not in ("stack", "services", "cluster"):
             raise ManifestError(
-                path, key, "unknown table" + did_you_mean(key, ["stack", "services"])
+                path, key, "unknown table" + did_you_mean(key, ["stack", "services", "cluster"])
             )
     stack_table = data.get("stack", {})
     if not isinstance(stack_table, dict):
@@ -363,7 +387,33 @@ def parse(data: Mapping[str, Any], path: str, root: Path) -> Manifest:
         svc = dataclasses.replace(svc, prefix=_normalise_prefix(svc.prefix, name, path))
         services.append(svc)
     _check_unique(services, path)
-    return Manifest(path=path, root=root, stack=stack, services=tuple(services))
+    return Manifest(path=path, root=root, stack=stack, services=tuple(services),
+                    cluster=_cluster(data.get("cluster"), path))
+
+
+def _cluster(table: Any, path: str) -> ClusterConfig | None:
+    if table is None:
+        return None
+    if not isinstance(table, dict):
+        raise ManifestError(path, "cluster", "expected a table ([cluster])")
+    cluster: ClusterConfig = _build(ClusterConfig, table, path, "cluster", {})
+    if not cluster.nodes:
+        raise ManifestError(path, "cluster.nodes", "no nodes: add `nodes = { n1 = "
+                            "\"10.0.0.11\", ... }`")
+    for name, address in cluster.nodes.items():
+        if not _NAME_RE.match(name):
+            raise ManifestError(path, f"cluster.nodes.{name}",
+                                f"node names must match {_NAME_RE.pattern}")
+        try:
+            ipaddress.ip_address(address)
+        except ValueError:
+            raise ManifestError(path, f"cluster.nodes.{name}", f"'{address}' is not an IP "
+                                "address") from None
+    host, _, port = cluster.listen.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ManifestError(path, "cluster.listen", f"'{cluster.listen}' is not ADDRESS:PORT "
+                            "(e.g. '0.0.0.0:80')")
+    return cluster
 
 
 def _check_unique(services: list[ServiceConfig], path: str) -> None:
@@ -455,7 +505,8 @@ def settings_reference() -> str:
     """The Markdown settings reference, generated from the declarations above."""
     lines = ["# Manifest settings", "",
              "Generated from `src/wsgistack/manifest.py` by `wsgistack settings`; do not edit.", ""]
-    for title, cls in (("[stack]", StackConfig), ("[services.NAME]", ServiceConfig)):
+    for title, cls in (("[stack]", StackConfig), ("[services.NAME]", ServiceConfig),
+                       ("[cluster]", ClusterConfig)):
         hints = _hints(cls)
         lines += [f"## `{title}`", "", "| key | type | default | description |",
                   "| --- | --- | --- | --- |"]

@@ -19,6 +19,7 @@ from pathlib import Path
 from wsgistack.backends import get
 from wsgistack.backends.base import Requirement
 from wsgistack.errors import ManifestError, ServerError
+from wsgistack.host import DEFAULT_PATH
 from wsgistack.plan import DEBIAN_PYTHON, Plan
 
 # Where no state can live: kernel interfaces, not directories of files.
@@ -37,12 +38,14 @@ def reachable(path: str, user: str) -> bool:
     groups = [g.gr_gid for g in grp.getgrall() if user in g.gr_mem]
     target = Path(path)
     # Imports list the directories they import from: a directory must be searchable too.
-    want = ["-r", path, "-a", "-x", path] if target.is_dir() else ["-r", path]
+    # test(1) from the system's PATH, not the caller's (which may name nothing).
+    test = shutil.which("test", path=DEFAULT_PATH) or "/usr/bin/test"
+    want = [test, "-r", path, "-a", "-x", path] if target.is_dir() else [test, "-r", path]
     if os.geteuid() == 0 or pw.pw_uid == os.geteuid():
         # The kernel answers as that user: ACLs and capabilities count, not only mode bits.
         if pw.pw_uid == os.geteuid():
-            return subprocess.run(["test", *want], check=False).returncode == 0
-        return subprocess.run(["test", *want], check=False, user=pw.pw_uid, group=pw.pw_gid,
+            return subprocess.run(want, check=False).returncode == 0
+        return subprocess.run(want, check=False, user=pw.pw_uid, group=pw.pw_gid,
                               extra_groups=groups).returncode == 0
     ids = {pw.pw_gid, *groups}
     for part in [*reversed(target.parents), target]:

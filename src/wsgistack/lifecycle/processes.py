@@ -327,6 +327,11 @@ def start(plan: Plan, proc: Proc) -> Running:
                    proc.serves or (proc.name,), proc.ready, since)
 
 
+def adopt(child: subprocess.Popen[bytes]) -> None:
+    """A server started elsewhere (the cluster's HAProxy), kept to be reaped like ours."""
+    _children[child.pid] = child
+
+
 def reap(pid: int) -> None:
     child = _children.get(pid)
     if child is not None and child.poll() is not None:

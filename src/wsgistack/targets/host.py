@@ -61,8 +61,10 @@ class Layout:
     site: Site | None  # the system front end's part
     site_name: str
     # Per service unit, the files its server reads (its unit file first): a change to the
-    # unit restarts it, to the others reloads it; any other change reloads the front end.
+    # unit restarts it, to the others reloads it.
     owned: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # What the system front end reads: a change reloads it.
+    front_files: tuple[str, ...] = ()
 
     @property
     def site_file(self) -> str:
@@ -135,9 +137,11 @@ def render(plan: Plan, backend: Backend, manifest_text: str) -> Layout:
         entries = os.path.dirname(svc.entry)
         files.append(HostFile(entries, None, 0o751, group=svc.group))
         owners[os.path.relpath(svc.entry, plan.state)] = svc.group
+    rendered = set()
     for rel, text in sorted(backend.render(plan).items()):
         if _local_only(rel):
             continue
+        rendered.add(plan.path(rel))
         group = owners.get(rel)
         files.append(HostFile(plan.path(rel), text, 0o640 if group else 0o644,
                               group=group or "root"))
@@ -164,5 +168,10 @@ def render(plan: Plan, backend: Backend, manifest_text: str) -> Layout:
     layout = Layout(tuple(files), tuple(units.values()), target_unit, front,
                     f"wsgistack-{plan.name}", owned)
     if front is not None:
-        layout = replace(layout, files=(*layout.files, HostFile(layout.site_file, front.text)))
+        # Its site, and what of ours no unit reads: uwsgi_params, mod_wsgi's entries.
+        by_units = {path for paths in owned.values() for path in paths}
+        read = tuple(f.path for f in files if f.text is not None and f.path in rendered
+                     and f.path not in by_units)
+        layout = replace(layout, files=(*layout.files, HostFile(layout.site_file, front.text)),
+                         front_files=(layout.site_file, layout.site_link, *read))
     return layout

@@ -576,8 +576,7 @@ def _run_units(layout: Layout, progress: Progress, changed: set[str]) -> None:
     entry or config changed is reloaded (gracefully); the rest are left alone, and the
     front end is reloaded only when something of its own changed."""
     units = [*layout.units, layout.target]
-    ours = {path for paths in layout.owned.values() for path in paths}
-    front = layout.site is not None and bool(changed - ours)
+    front = bool(changed & set(layout.front_files))
     if not systemd_running():
         # No systemd here (a container, a chroot): the units are enabled for the next boot.
         _check(["systemctl", "enable", "--quiet", *units], "systemctl enable")
