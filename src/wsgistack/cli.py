@@ -272,12 +272,29 @@ def cmd_audit(args: argparse.Namespace) -> int:
     if not paths:
         raise WsgistackError("audit: name at least one source tree, or --list FILE")
     audits = [audit.audit_tree(p) for p in paths]
-    out = report.FORMATS[args.format](audits)
-    if args.output:
-        Path(args.output).write_text(out, encoding="utf-8")
-        _say(f"wrote {args.output} ({len(audits)} project(s))")
+    _write_out(args.output, report.FORMATS[args.format](audits), f"{len(audits)} project(s)")
+    return 0
+
+
+def _write_out(output: str | None, text: str, what: str) -> None:
+    if output:
+        Path(output).write_text(text, encoding="utf-8")
+        _say(f"wrote {output} ({what})")
     else:
-        sys.stdout.write(out)
+        sys.stdout.write(text)
+
+
+def cmd_goal(args: argparse.Namespace) -> int:
+    from wsgistack import audit, goal
+    from wsgistack.goal import document, page
+
+    doc = document.read(args.document)
+    paths = [*args.trees, *(audit.read_list(args.list) if args.list else [])]
+    audits = [audit.audit_tree(p) for p in paths]
+    rows = goal.rows(doc, audits, goal.read_teams(args.teams) if args.teams else None)
+    flagged = sum(1 for r in rows if r.flags)
+    _write_out(args.output, page.FORMATS[args.format](doc, rows),
+               f"{len(rows)} teams, {len(audits)} trees, {flagged} flagged")
     return 0
 
 
@@ -454,6 +471,15 @@ def parser() -> argparse.ArgumentParser:
             "at the first node that fails")
     p.add_argument("--max-unavailable", type=int, default=0,
                    help="nodes out at once (default: [cluster] max_unavailable, 1)")
+    p = add("goal", cmd_goal, "a community goal's status page: its document (governance "
+            "format) and the audit of the teams' trees, side by side, disagreements flagged")
+    p.add_argument("document", help="the goal document (RST)")
+    p.add_argument("--trees", nargs="*", default=[], metavar="DIR",
+                   help="the teams' source trees (matched to teams by name, or --teams)")
+    p.add_argument("--list", help="a file naming one tree per line")
+    p.add_argument("--teams", help="TOML: team = [\"repository\", ...] (default: by name)")
+    p.add_argument("--format", choices=["text", "md", "rst", "html", "json"], default="text")
+    p.add_argument("-o", "--output", help="write the page here instead of stdout")
     add("settings", cmd_settings, "print the manifest settings reference (Markdown)")
     return top
 
