@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import json
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -17,7 +18,9 @@ from typing import Any
 
 from wsgistack import access, check, entry, manifest, plan, runtime, secrets
 from wsgistack.backends import BACKENDS, exposure_warnings, resolve
+from wsgistack.backends.base import Backend
 from wsgistack.errors import WsgistackError
+from wsgistack.host import DEFAULT_PATH, Host
 from wsgistack.lifecycle import health, processes
 
 EXIT_USER_ERROR = 2
@@ -187,6 +190,8 @@ def cmd_logs(args: argparse.Namespace) -> int:
 def cmd_render(args: argparse.Namespace) -> int:
     m = _load(args)
     out = Path(args.output).absolute()
+    if args.target == "kubernetes":
+        return _render_kubernetes(m, resolve(m, args.backend), args.image, out)
     p = _built(plan.build(m, resolve(m, args.backend), state=out))
     files = runtime.render(p)
     if not args.no_check:
@@ -195,6 +200,28 @@ def cmd_render(args: argparse.Namespace) -> int:
     access.write_rendered(p, files)  # as under the state dir: entries hold env values
     for rel in sorted(files):
         _show(str(out / rel))
+    return 0
+
+
+def _render_kubernetes(m: manifest.Manifest, backend: Backend, image: str | None,
+                       out: Path) -> int:
+    from wsgistack.targets import kubernetes
+
+    kubernetes.check_backend(backend.ID)
+    if not image:
+        raise WsgistackError("render --target kubernetes needs --image IMAGE: the image that "
+                             "holds the apps and their server (README, Kubernetes)")
+    # The pods' users are the image's: nothing of this machine goes into the manifests.
+    host = Host(root=False, user=kubernetes.APP_USER, group=kubernetes.APP_USER,
+                home="/nonexistent", environ={"PATH": DEFAULT_PATH, "LANG": "C.UTF-8"})
+    with tempfile.TemporaryDirectory() as scratch:  # made-up secrets, never written out
+        p = _built(plan.build(m, backend, host=host,
+                              target=kubernetes.target(m.stack.name, scratch)))
+        files = kubernetes.render(p, backend, image, kubernetes.read_templates(p))
+    out.mkdir(parents=True, exist_ok=True)
+    for name, text in sorted(files.items()):
+        (out / name).write_text(text, encoding="utf-8")  # no secret in any: checked
+        _show(str(out / name))
     return 0
 
 
@@ -414,6 +441,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("-n", "--lines", type=int, default=50)
     p = add("render", cmd_render, "write the files a server would use, start nothing", True)
     p.add_argument("-o", "--output", required=True, help="directory to write into")
+    p.add_argument("--target", choices=["local", "kubernetes"], default="local",
+                   help="kubernetes: Deployments, Services, Jobs, routes and a "
+                   "kustomization for `kubectl apply -k` (granian, gunicorn or uwsgi)")
+    p.add_argument("--image", help="with --target kubernetes: the image the pods run")
     p.add_argument("--no-check", action="store_true",
                    help="write without loading each app first, in a throwaway process")
     p = add("entry", cmd_entry, "write a server-agnostic WSGI entry file for an app spec")

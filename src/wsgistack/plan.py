@@ -316,7 +316,7 @@ def _static(manifest: Manifest, svc: ServiceConfig, variables: Variables
         yield path.rstrip("/"), str((manifest.root / where).absolute())
 
 
-def _catalog(stack: str, backend: str, services: list[ServicePlan]) -> str:
+def catalog(stack: str, backend: str, services: list[ServicePlan]) -> str:
     """What the catalog app lists, passed to every service in its environment."""
     return json.dumps({
         "stack": stack,
@@ -508,8 +508,8 @@ def build(manifest: Manifest, backend: BackendTraits, state: Path | None = None,
         addresses = {**_addresses(whole, full_ports, full), **addresses}
     services = [_service(manifest, svc, port, where, warnings, addresses)
                 for svc, port in zip(manifest.services, ports, strict=True)]
-    catalog = _catalog(stack.name, backend.ID, services)
-    services = [dataclasses.replace(s, env={**s.env, CATALOG_ENV: catalog}) for s in services]
+    listed = catalog(stack.name, backend.ID, services)
+    services = [dataclasses.replace(s, env={**s.env, CATALOG_ENV: listed}) for s in services]
     return Plan(
         name=stack.name, source=manifest.path, backend=backend.ID, host=stack.host,
         state=where.state, front_port=where.front_port, base_port=stack.base_port,
