@@ -245,10 +245,15 @@ def test_a_node_killed_under_load_is_taken_out_and_put_back(three_nodes):
           f"{load.result.errors} failed")
     assert out_after <= config.fall * config.inter / 1000 + config.inter / 1000
     assert load.result.errors == 0, load.result.detail  # GETs: retried elsewhere
-    # Brought back up, HAProxy's checks put it back in by themselves.
+    # Brought back up, HAProxy's checks put it back in by themselves: within `rise` checks.
     victim.wsgistack("down")
     assert victim.wsgistack("up", "--detach").returncode == 0
+    healthy = time.monotonic()
     _all_up(root)
+    back_after = time.monotonic() - healthy
+    print(f"node back: in after {back_after:.2f}s (rise x inter = "
+          f"{config.rise * config.inter / 1000:.1f}s)")
+    assert back_after <= (config.rise + 1) * config.inter / 1000
 
 
 @pytest.mark.parametrize("three_nodes", ["granian"], indirect=True)

@@ -133,3 +133,22 @@ def test_a_document_that_is_not_a_goal_is_one_line(tmp_path):
     assert res.code == 2
     assert res.err.strip() == (f"wsgistack: error: {path}: no title (a line over- and "
                                "underlined with '='): not a goal document")
+
+
+def test_a_missing_tree_and_a_team_without_one_are_a_line_each(trees):  # noqa: F811
+    """The page is still written for the rest, and the exit status says something was
+    left out."""
+    (trees / "teams.toml").write_text('glance = ["ready"]\nnova = ["nova"]\nnoteam = ["x"]\n')
+    res = run_cli("goal", str(DONE), "--trees", "ready", "gone", "--teams", "teams.toml",
+                  "--format", "json", "-o", "page.json", cwd=trees)
+    assert res.code == 1
+    assert res.err.splitlines() == [
+        "wsgistack: warning: gone: no such file or directory; pass a source tree (a git "
+        "checkout or an unpacked sdist); left out of the page",
+        "wsgistack: warning: team 'nova': no tree given for nova; its row has no audit (pass "
+        "the tree with --trees or --list)",
+        f"wsgistack: warning: the teams file names team 'noteam', which {DONE} does not have; "
+        "check its spelling against the document's sections",
+        "wrote page.json (61 teams, 1 trees, 1 flagged)"]
+    rows = {t["team"]: t for t in json.loads((trees / "page.json").read_text())["teams"]}
+    assert rows["glance"]["audit"][0]["verdict"] == "supported"

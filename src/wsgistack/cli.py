@@ -317,12 +317,21 @@ def cmd_goal(args: argparse.Namespace) -> int:
 
     doc = document.read(args.document)
     paths = [*args.trees, *(audit.read_list(args.list) if args.list else [])]
-    audits = [audit.audit_tree(p) for p in paths]
-    rows = goal.rows(doc, audits, goal.read_teams(args.teams) if args.teams else None)
+    teams = goal.read_teams(args.teams) if args.teams else None
+    audits, problems = [], []
+    for path in paths:  # a tree that cannot be read is one line; the page is still made
+        try:
+            audits.append(audit.audit_tree(path))
+        except audit.AuditError as exc:
+            problems.append(f"{exc}; left out of the page")
+    rows = goal.rows(doc, audits, teams)
+    problems += goal.unmatched(doc, audits, teams)
+    for problem in problems:
+        _say(f"wsgistack: warning: {problem}")
     flagged = sum(1 for r in rows if r.flags)
     _write_out(args.output, page.FORMATS[args.format](doc, rows),
                f"{len(rows)} teams, {len(audits)} trees, {flagged} flagged")
-    return 0
+    return 1 if problems else 0
 
 
 def cmd_install(args: argparse.Namespace) -> int:

@@ -79,6 +79,22 @@ def rows(goal: Goal, audits: Sequence[Audit],
     return out
 
 
+def unmatched(goal: Goal, audits: Sequence[Audit],
+              teams: Mapping[str, list[str]] | None) -> list[str]:
+    """One line for each team `--teams` names that the document lacks, or whose trees were
+    not among those given."""
+    known = {t.name.lower() for t in goal.teams}
+    out = []
+    for team, repos in (teams or {}).items():
+        if team not in known:
+            out.append(f"the teams file names team '{team}', which {goal.source} does not "
+                       "have; check its spelling against the document's sections")
+        elif not any(_names(a) & set(repos) for a in audits):
+            out.append(f"team '{team}': no tree given for {', '.join(repos)}; its row has no "
+                       "audit (pass the tree with --trees or --list)")
+    return out
+
+
 def verdict_of(row: Row) -> str:
     if not row.audits:
         return ""

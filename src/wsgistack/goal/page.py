@@ -105,8 +105,10 @@ def as_json(goal: Goal, rows: list[Row]) -> str:
 
 CSS = """
 body{font:15px/1.4 system-ui,sans-serif;margin:1rem;color:#1f2328}
-table{border-collapse:collapse;width:100%}th,td{border:1px solid #d0d7de;padding:.4rem;
-vertical-align:top;text-align:left}th{background:#f6f8fa;cursor:pointer}
+table{border-collapse:collapse;width:100%;table-layout:fixed}th,td{border:1px solid #d0d7de;
+padding:.4rem;vertical-align:top;text-align:left;overflow-wrap:anywhere}
+th{background:#f6f8fa;cursor:pointer}col.t{width:9%}col.a{width:17%}col.r{width:7%}
+col.v{width:8%}col.e{width:27%}col.f{width:15%}
 td.flag{background:#fff8c5}.v{font-weight:600}a{word-break:break-all}
 @media (max-width:700px){table,thead,tbody,tr,th,td{display:block}thead{display:none}
 tr{margin:0 0 1rem;border:1px solid #d0d7de}td{border:none;border-bottom:1px solid #eee}
@@ -138,8 +140,9 @@ def as_html(goal: Goal, rows: list[Row]) -> str:
         cells = (html.escape(r.team.name),
                  _linked(r.team.planning.items) or r.team.planning.state,
                  _linked(r.team.completion.items) or r.team.completion.state,
-                 html.escape(r.review), f'<span class="v">{html.escape(verdict_of(r))}</span>',
-                 _linked(_evidence(r)), _linked(list(r.flags)))
+                 html.escape(r.review or "-"),
+                 f'<span class="v">{html.escape(verdict_of(r) or "-")}</span>',
+                 _linked(_evidence(r)) or "-", _linked(list(r.flags)) or "-")
         body.append("<tr>" + "".join(
             f'<td data-h="{h}"{" class=flag" if h == "Flags" and r.flags else ""}>{c}</td>'
             for h, c in zip(heads, cells, strict=True)) + "</tr>")
@@ -150,7 +153,9 @@ def as_html(goal: Goal, rows: list[Row]) -> str:
         f"<h1>{html.escape(goal.title)}</h1>",
         f"<p>Gerrit topic <code>{html.escape(goal.topic)}</code>. "
         f"{html.escape(_summary(goal, rows))}.</p>",
-        "<table><thead><tr>" + "".join(f"<th>{h}</th>" for h in heads) + "</tr></thead>",
+        '<table><colgroup><col class="t"><col class="a"><col class="a"><col class="r">'
+        '<col class="v"><col class="e"><col class="f"></colgroup>',
+        "<thead><tr>" + "".join(f"<th>{h}</th>" for h in heads) + "</tr></thead>",
         "<tbody>", *body, "</tbody></table>", f"<script>{SORT}</script></body></html>", ""])
 
 
