@@ -18,18 +18,21 @@ from wsgistack.audit import audit_tree
 pytestmark = pytest.mark.pypi
 
 SDISTS = {  # requirement -> (project, verdict, evidence that must be among the reasons)
+    # The entry, and the project's own uWSGI ini that serves it.
     "keystone==30.0.0": ("keystone 30.0.0", "supported",
-                         "WSGI entry: defines `application` at keystone/wsgi/api.py:19"),
+                         "WSGI entry: defines `application`, the app "
+                         "httpd/keystone-uwsgi-public.ini:2 serves at keystone/wsgi/api.py:19"),
     "openstack-placement==16.0.0": (
         "openstack-placement 16.0.0", "supported",
         "WSGI entry: defines `application` at placement/wsgi/api.py:19"),
     "glance==33.0.0": ("glance 33.0.0", "supported",
-                       "WSGI entry: defines `application` at glance/wsgi/api.py:19"),
-    # Zed's Glance: a WSGI entry, but the API still launched on eventlet by glance-api.
-    "glance==25.0.0": ("glance 25.0.0", "partial",
-                       "a server started as a Python command that no WSGI entry mirrors: "
-                       "oslo.service wsgi.Server/launch (console script glance-api) at "
-                       "glance/cmd/api.py:122"),
+                       "WSGI entry: defines `application`, the app httpd/glance-api-uwsgi.ini:18 "
+                       "serves at glance/wsgi/api.py:19"),
+    # Zed's Glance: a WSGI entry; glance-api, the console script named for that API, is
+    # the old way to run the same app (on eventlet), not an API without an entry.
+    "glance==25.0.0": ("glance 25.0.0", "supported",
+                       "WSGI entry: glance-wsgi-api = glance.common.wsgi_app:init_app "
+                       "(glance/common/wsgi_app.py) at setup.cfg:47"),
     "oslo.config==10.7.0": ("oslo.config 10.7.0", "no API service",
                             "no WSGI entry point and no server started by its code"),
     "Flask-RESTful==0.3.10": ("Flask-RESTful 0.3.10", "no API service",

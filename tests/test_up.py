@@ -161,11 +161,12 @@ def test_down_also_stops_what_a_killed_check_left(stack):
     from wsgistack import manifest as manifests
     from wsgistack import plan as plans
     from wsgistack import runtime
+    from wsgistack.backends import get
 
     stack.write(manifest(free_port(1), free_port(1)))
     m = manifests.load(stack.root / "wsgistack.toml")
     alone = m.__class__(m.path, m.root, m.stack, m.services[1:])
-    leftover = plans.build(alone, "granian", state=m.state_path / "check" / "granian")
+    leftover = plans.build(alone, get("granian"), state=m.state_path / "check" / "granian")
     running = runtime.up(leftover, lambda _m: None)
     assert all(r.alive() for r in running)
     every = [pid for r in running for pid in (r.pid, *processes.descendants(r.pid))]

@@ -20,6 +20,12 @@ NO_API = "no API service"
 # Unindented: an import inside `try:` is optional, the entry works without that server.
 SERVER_SPECIFIC = re.compile(r"^(?:import|from)\s+(uwsgi|uwsgidecorators|mod_wsgi)\b", re.M)
 CONFIG_ENV_NAME = re.compile(r"""['"][A-Z][A-Z0-9_]*CONF[A-Z0-9_]*['"]""")
+# oslo.config finds its files itself (/etc/PROJECT/PROJECT.conf, ~/.PROJECT/...) when told
+# the project, or given the files: no command line needed.
+DEFAULT_SEARCH = re.compile(r"\bCONF\s*\([^)]*\bproject\s*=|\bdefault_config_files\s*=|"
+                            r"\bfind_config_files\s*\(|"
+                            # or the entry names its config itself (swift's templates)
+                            r"\bloadapp\s*\(\s*['\"]config:|['\"]/etc/[\w./-]+\.(?:conf|ini)['\"]")
 
 
 class AuditError(WsgistackError):
@@ -33,6 +39,7 @@ class Audit:
     verdict: str
     reasons: tuple[str, ...]
     findings: tuple[Finding, ...]
+    to_change: tuple[str, ...] = ()  # what would change the verdict (toward supported)
 
     def of(self, group: str) -> list[Finding]:
         return [f for f in self.findings if KINDS[f.kind][0] == group]
@@ -53,6 +60,16 @@ def _imported(tree: Tree, rel: str) -> bool:
     name = tree.modules.get(scan.module_name(rel)) and scan.module_name(rel)
     return bool(name) and any(name in scan.imports_of(tree, other)
                               for other in tree.texts if other.endswith(".py") and other != rel)
+
+
+def _library(rel: str, text: str) -> bool:
+    """A helper module of a `wsgi/` package (cinder/wsgi/common.py), or the package's own
+    `__init__.py`, not an entry script: it defines functions or classes, and is not named as
+    an entry (wsgi.py, *.wsgi)."""
+    name = rel.rsplit("/", 1)[-1]
+    if name == "__init__.py":
+        return True
+    return name != "wsgi.py" and not name.endswith(".wsgi") and scan.defines_code(text)
 
 
 def _project_name(tree: Tree) -> str:
@@ -95,15 +112,23 @@ def _entries(tree: Tree, eps: dict[str, list[tuple[str, str, int, str]]]) -> lis
         else:
             tree.add("wsgi-script-broken", where, line,
                      f"{name} = {target}: module {target.split(':')[0]} is not in the tree")
+    declared = set(files)  # wsgi_scripts targets are entries, whatever they define
+    for module, name, where, line in scan.declared_apps(tree):
+        found = scan.defines_application(tree.texts.get(module, ""), name)
+        if found and not _is_test(module) and not _is_test(where):
+            tree.add("wsgi-module", module, found, f"defines `{name}`, the app {where}:{line} "
+                     "serves")
+            files.append(module)
+            declared.add(module)
     for rel, text in tree.texts.items():
-        if _is_test(rel):
+        if (_is_test(rel) and not scan.is_template(rel)) or rel in declared:
             continue
         if scan.is_wsgi_file(rel):
             line = scan.defines_application(text)
             if line:
                 tree.add("wsgi-module", rel, line, "defines `application`")
                 files.append(rel)
-            elif not _imported(tree, rel):
+            elif not _imported(tree, rel) and not _library(rel, text):
                 tree.add("wsgi-module-empty", rel, 1, "a WSGI file with no `application`")
         elif rel.endswith(".py") and "loadapp" in text:
             m = re.search(r"^application\s*=.*loadapp\s*\(", text, re.M)
@@ -146,15 +171,28 @@ def _commands(tree: Tree, eps: dict[str, list[tuple[str, str, int, str]]]) -> No
     for name, target, line, where in eps.get("console_scripts", []):
         scripts[scan.module_exists(tree, target)] = name
         tree.add("console-script", where, line, f"{name} = {target}")
+    framework: list[bool] = []  # whether the project uses a web framework: asked once, late
+
+    def uses_framework() -> bool:
+        if not framework:
+            framework.append(any(scan.FRAMEWORKS.search(t) for r, t in tree.texts.items()
+                                 if r.endswith(".py") and not _is_test(r)))
+        return framework[0]
+
     for rel, text in tree.texts.items():
         if not rel.endswith(".py") or _is_test(rel):
             continue
         hits = [(m.start(), what) for pattern, what in scan.COMMAND_SERVERS
                 for m in [pattern.search(text)] if m]
-        if scan.FRAMEWORKS.search(text):
-            m = scan.APP_RUN.search(text)
-            if m:
-                hits.append((m.start(), "framework app.run()"))
+        launched = scan.LAUNCH.search(text)
+        if launched and scan.WSGI_NEARBY.search(text):
+            hits.append((launched.start(), "oslo.service wsgi.Server/launch"))
+        m = scan.APP_RUN.search(text) if scan.FRAMEWORKS.search(text) else None
+        if m is None and rel in scripts:
+            m = scan.SCRIPT_APP_RUN.search(text)
+            m = m if m and uses_framework() else None
+        if m:
+            hits.append((m.start(), "framework app.run()"))
         for pos, what in sorted(hits)[:1]:
             script = f" (console script {scripts[rel]})" if rel in scripts else ""
             tree.add("command-server", rel, scan.line_of(text, pos), what + script)
@@ -182,21 +220,40 @@ def _risks(tree: Tree, chains: dict[str, list[str]]) -> None:
         key = scan.SERVER_ENVIRON.search(text)
         if key:
             tree.add("server-environ", rel, scan.line_of(text, key.start()), key.group(1))
-    if argv_seen and not env_config:
+    # oslo.config's own search can live anywhere in the project (its config module); only
+    # looked for when it matters.
+    if argv_seen and not env_config and not any(
+            DEFAULT_SEARCH.search(t) for r, t in tree.texts.items()
+            if (r.endswith(".py") or scan.is_template(r)) and not _is_test(r, TESTS)):
         first = next(f for f in tree.findings if f.kind == "argv-config")
         tree.add("config-argv-only", first.file, first.line,
                  "no config file path from the environment on the API's import path")
 
 
-def _covered(command: Finding, entries: list[str], reached: dict[str, list[str]]) -> bool:
+# A console script named for the API (`PROJECT-api`, `PROJECT-api-metadata`); not
+# `glance-registry` or `murano-cfapi`, other HTTP services with no WSGI entry of their own.
+API_SCRIPT = re.compile(r"[\w.]+-(?:api(?:-[\w.-]+)?|server|all)")
+
+
+def _covered(command: Finding, entries: list[str], reached: dict[str, list[str]],
+             project: str) -> bool:
     """Whether a command server serves an API that a WSGI entry also serves: it is on an
     entry's import path (shared server code), or named like an entry (`cmd/api.py` and
     `wsgi/api.py`, console script `glance-api` and `wsgi/api.py`)."""
     if command.file in reached:
         return True
+    script = re.search(r"console script ([\w.-]+)\)", command.detail)
+    if script is None:
+        # Server code of the project's own library (service.py, base_wsgi.py) that no
+        # command of its own starts: the legacy way to run the API its entries serve.
+        return bool(entries)
+    if entries and (API_SCRIPT.fullmatch(script.group(1)) or script.group(1) == project):
+        # `glance-api`, `nova-api-metadata`, `mistral-server`, `ironic-inspector` (all in
+        # one): the API the entries serve, run the old way.
+        return True
     stems = {Path(e).stem for e in entries} - {"wsgi", "app", "__init__"}
-    script = re.search(r"console script [\w.]+-(\w+)\)", command.detail)
-    return Path(command.file).stem in stems or bool(script and script.group(1) in stems)
+    tail = script.group(1).rsplit("-", 1)[-1]
+    return Path(command.file).stem in stems or tail in stems
 
 
 def _verdict(tree: Tree, entries: list[str],
@@ -207,7 +264,8 @@ def _verdict(tree: Tree, entries: list[str],
         return f"{f.file}:{f.line}"
 
     commands = found["command-server"]
-    uncovered = [f for f in commands if not _covered(f, entries, reached)]
+    project = _project_name(tree).split()[0]  # "ironic-inspector", not its version
+    uncovered = [f for f in commands if not _covered(f, entries, reached, project)]
     broken = found["wsgi-script-broken"] + found["wsgi-module-empty"]
     blockers = found["monkey-patch"] + found["config-argv-only"]
     if not entries:
@@ -255,7 +313,34 @@ def audit_tree(path: str) -> Audit:
     _risks(tree, reached)
     verdict, reasons = _verdict(tree, entries, reached)
     findings = sorted(set(tree.findings), key=lambda f: (f.file, f.line, f.kind))
-    return Audit(_project_name(tree), str(root), verdict, tuple(reasons), tuple(findings))
+    return Audit(_project_name(tree), str(root), verdict, tuple(reasons), tuple(findings),
+                 tuple(_to_change(verdict, findings, reasons)))
+
+
+# What each finding that held the verdict back would take, said once per kind.
+CHANGES = {
+    "command-server": "a WSGI entry for the API the command serves: a module-level "
+                      "`application` (or a `wsgi_scripts` entry point) building the same app",
+    "wsgi-script-broken": "point the `wsgi_scripts` entry point at a module in the tree",
+    "wsgi-module-empty": "define `application` in that WSGI file, or remove it",
+    "monkey-patch": "take eventlet.monkey_patch() off the WSGI entry's import path",
+    "config-argv-only": "let the app find its config without a command line: from an "
+                        "environment variable, or oslo.config's own search "
+                        "(`CONF(project=...)`)",
+}
+
+
+def _to_change(verdict: str, findings: list[Finding], reasons: list[str]) -> list[str]:
+    """For each kind of finding the verdict names, what would lift it, and where."""
+    if verdict == SUPPORTED:
+        return []
+    if verdict == NO_API:
+        return ["nothing, unless the project serves HTTP: then a WSGI entry (a module-level "
+                "`application`) or the server its code starts would be found"]
+    said = " ".join(reasons)
+    named = [f for f in findings if f"{f.file}:{f.line}" in said]
+    return [f"{what} ({', '.join(f'{f.file}:{f.line}' for f in named if f.kind == kind)})"
+            for kind, what in CHANGES.items() if any(f.kind == kind for f in named)]
 
 
 def read_list(path: str) -> list[str]:

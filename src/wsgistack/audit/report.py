@@ -39,6 +39,7 @@ def text(audits: list[Audit]) -> str:
     for a in audits:
         out += ["", f"{a.project} ({a.path}): {a.verdict}"]
         out += [f"  because {r}" for r in a.reasons]
+        out += [f"  would change it: {c}" for c in a.to_change]
         out += [f"  {f.file}:{f.line}: [{f.kind}] {f.detail}" for f in a.findings]
     out += ["", _summary(audits)]
     return "\n".join(out) + "\n"
@@ -63,6 +64,7 @@ def markdown(audits: list[Audit]) -> str:
 def as_json(audits: list[Audit]) -> str:
     return json.dumps([{
         "project": a.project, "path": a.path, "verdict": a.verdict, "reasons": list(a.reasons),
+        "to_change": list(a.to_change),
         "findings": [{"kind": f.kind, "group": KINDS[f.kind][0], "file": f.file,
                       "line": f.line, "detail": f.detail} for f in a.findings],
     } for a in audits], indent=1) + "\n"

@@ -54,7 +54,7 @@ KINDS = {
 COMMAND_SERVERS = [  # (regex on source, what it is)
     (re.compile(r"\beventlet\.wsgi\.server\s*\(|\bwsgi\.server\s*\(\s*eventlet"),
      "eventlet.wsgi.server"),
-    (re.compile(r"\bwsgi\.Server\s*\(|\bservice\.launch\s*\(|\bwsgi\.Loader\s*\("),
+    (re.compile(r"\bwsgi\.Server\s*\(|\bWSGIService\s*\(|\bwsgi\.Loader\s*\("),
      "oslo.service wsgi.Server/launch"),
     (re.compile(r"\bmake_server\s*\(|\bsimple_server\.\w+\s*\("), "wsgiref.simple_server"),
     (re.compile(r"\brun_simple\s*\("), "werkzeug run_simple"),
@@ -62,7 +62,16 @@ COMMAND_SERVERS = [  # (regex on source, what it is)
     (re.compile(r"\bIOLoop\.(current|instance)\s*\(\s*\)\s*\.start\s*\("), "tornado IOLoop"),
     (re.compile(r"\bweb\.run_app\s*\("), "aiohttp web.run_app"),
 ]
+# oslo.service's launch() starts any service: an RPC agent or worker (neutron's agents,
+# designate's central) as well as an API. It serves HTTP only where the same file builds a
+# WSGI server or app.
+LAUNCH = re.compile(r"\bservice\.launch\s*\(|\blaunch_service\s*\(")
+WSGI_NEARBY = re.compile(r"\bWSGIService\b|\bwsgi\.Server\b|\bwsgi\.Loader\b|\bloadapp\b|"
+                         r"\bload_paste_app\b|\bwsgi_app\b")
 APP_RUN = re.compile(r"^\s*\w+\.run\s*\(.*\b(host|port|debug)\s*=", re.M)
+# In a console script's module, `app.run(host, port)` of a project built on a framework
+# (kuryr-libnetwork's plugin endpoint for Docker): its HTTP API, served by a command.
+SCRIPT_APP_RUN = re.compile(r"^\s*\w*app(?:lication)?\.run\s*\(", re.M)
 FRAMEWORKS = re.compile(r"^\s*(?:from|import)\s+(flask|pecan|falcon|bottle|django|pyramid)\b",
                         re.M)
 IMPORT_RE = re.compile(r"^\s*(?:from\s+([\w.]+)\s+import\s+([\w, ()]+)|import\s+([\w., ]+))",
@@ -183,8 +192,8 @@ def module_exists(tree: Tree, target: str) -> str:
 
 # ---- Python sources -------------------------------------------------------------------
 
-def defines_application(text: str) -> int:
-    """Line of a module-level `application` (assigned, defined, or imported), else 0."""
+def defines_application(text: str, name: str = "application") -> int:
+    """Line of a module-level `name` (assigned, defined, or imported), else 0."""
     try:
         body = ast.parse(text).body
     except SyntaxError:
@@ -195,15 +204,57 @@ def defines_application(text: str) -> int:
             names = [t.id for t in targets if isinstance(t, ast.Name)]
             names += [e.id for t in targets if isinstance(t, ast.Tuple)
                       for e in t.elts if isinstance(e, ast.Name)]
-            if "application" in names:
+            if name in names:
                 return node.lineno
-        defined = isinstance(node, (ast.FunctionDef, ast.ClassDef)) and \
-            node.name == "application"
+        defined = isinstance(node, (ast.FunctionDef, ast.ClassDef)) and node.name == name
         imported = isinstance(node, (ast.Import, ast.ImportFrom)) and any(
-            (a.asname or a.name) == "application" for a in node.names)
+            (a.asname or a.name) == name for a in node.names)
         if defined or imported:
             return node.lineno
     return 0
+
+
+def defines_code(text: str) -> bool:
+    """Whether a module defines functions or classes: a library module, not an entry
+    script (which builds `application` and stops)."""
+    try:
+        body = ast.parse(text).body
+    except SyntaxError:
+        return False
+    return any(isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+               for n in body)
+
+
+# The app a project's own server configs name: uWSGI's `module = pkg.mod:app` (or `module`
+# with `callable`), Apache's WSGIScriptAlias with WSGICallableObject.
+UWSGI_MODULE = re.compile(r"^\s*(?:module|wsgi)\s*=\s*([A-Za-z_][\w.]*)(?::(\w+))?\s*$", re.M)
+UWSGI_CALLABLE = re.compile(r"^\s*callable\s*=\s*(\w+)\s*$", re.M)
+SCRIPT_ALIAS = re.compile(r"^\s*WSGIScriptAlias\s+\S+\s+\"?([^\s\"]+)", re.M)
+CALLABLE_OBJECT = re.compile(r"^\s*WSGICallableObject\s+(\w+)", re.M)
+
+
+def declared_apps(tree: Tree) -> list[tuple[str, str, str, int]]:
+    """(module file, callable, config file, line) for each app a server config of the
+    project names, where that module is in the tree."""
+    out = []
+    by_name: dict[str, list[str]] = {}
+    for rel in tree.texts:
+        by_name.setdefault(rel.rsplit("/", 1)[-1], []).append(rel)
+    for rel, text in tree.texts.items():
+        if rel.endswith(".py"):
+            continue
+        callable_ = UWSGI_CALLABLE.search(text)
+        for m in UWSGI_MODULE.finditer(text) if "[uwsgi]" in text else ():
+            module = tree.modules.get(m.group(1), "")
+            name = m.group(2) or (callable_.group(1) if callable_ else "application")
+            if module:
+                out.append((module, name, rel, line_of(text, m.start())))
+        obj = CALLABLE_OBJECT.search(text)
+        for m in SCRIPT_ALIAS.finditer(text):
+            for script in by_name.get(m.group(1).rsplit("/", 1)[-1], []):
+                out.append((script, obj.group(1) if obj else "application", rel,
+                            line_of(text, m.start())))
+    return out
 
 
 def _module_level(body: list[ast.stmt]) -> Iterator[ast.stmt]:
@@ -221,9 +272,14 @@ def _module_level(body: list[ast.stmt]) -> Iterator[ast.stmt]:
 def is_wsgi_file(rel: str) -> bool:
     name = rel.rsplit("/", 1)[-1]
     parts = rel.split("/")
-    return (name.endswith(".wsgi") or name in ("wsgi.py", "app.wsgi")
-            or (len(parts) >= 2 and parts[-2] == "wsgi" and name.endswith(".py")
-                and name != "__init__.py"))
+    return (name.endswith(".wsgi") or name in ("wsgi.py", "app.wsgi") or is_template(rel)
+            or (len(parts) >= 2 and parts[-2] == "wsgi" and name.endswith(".py")))
+
+
+def is_template(rel: str) -> bool:
+    """A WSGI script shipped as a template or sample (swift's `*.wsgi.template`), for the
+    operator to install: evidence of a WSGI entry as good as the script itself."""
+    return rel.endswith((".wsgi.template", ".wsgi.in", ".wsgi.sample", ".wsgi.example"))
 
 
 def imports_of(tree: Tree, rel: str) -> set[str]:
