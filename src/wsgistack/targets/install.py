@@ -262,12 +262,20 @@ def _check(argv: list[str], what: str, env: dict[str, str] | None = None) -> Non
                           "as it was")
 
 
-def _restarting(unit: str) -> bool:
-    """Failed, or restarted by systemd since it was started: it will not come up."""
+def _unit_state(unit: str) -> tuple[str, int]:
+    """(ActiveState, NRestarts): how many times systemd restarted it on failure."""
     shown = subprocess.run(["systemctl", "show", "-p", "ActiveState,NRestarts", unit],
                            capture_output=True, text=True, check=False).stdout
     props = dict(line.split("=", 1) for line in shown.splitlines() if "=" in line)
-    return props.get("ActiveState") == "failed" or props.get("NRestarts", "0") not in ("", "0")
+    restarts = props.get("NRestarts", "0")
+    return props.get("ActiveState", ""), int(restarts) if restarts.isdigit() else 0
+
+
+def _restarting(unit: str, before: int) -> bool:
+    """Failed, or restarted by systemd since this install started it: it will not come
+    up. (A unit only reloaded keeps the count of its earlier life.)"""
+    state, restarts = _unit_state(unit)
+    return state == "failed" or restarts > before
 
 
 def systemd_running() -> bool:
@@ -513,9 +521,10 @@ def _record(plan: Plan, layout: Layout, old: Record | None, modules: list[str]) 
 def _start(plan: Plan, layout: Layout, progress: Progress, changed: set[str]) -> None:
     """Enable the units; start, restart or reload what changed; wait until every service
     answers its health check, where something here runs them."""
+    before = {u: _unit_state(u)[1] for u in layout.units} if systemd_running() else {}
     _run_units(layout, progress, changed)
     if systemd_running() or not layout.units:
-        _wait_healthy(plan, layout)
+        _wait_healthy(plan, layout, before)
         progress("every service healthy")
         provision.run_after_up(plan, progress)
 
@@ -543,12 +552,12 @@ def _restart_old(layout: Layout, old: Record | None) -> None:
         _front_reload(layout.site.server)
 
 
-def _wait_healthy(plan: Plan, layout: Layout) -> None:
+def _wait_healthy(plan: Plan, layout: Layout, before: dict[str, int]) -> None:
     deadline = time.monotonic() + plan.start_timeout
     for svc in plan.services:
         unit = systemd.unit_name(plan, svc.name)
         while True:
-            if unit in layout.units and _restarting(unit):
+            if unit in layout.units and _restarting(unit, before.get(unit, 0)):
                 said = subprocess.run(["journalctl", "-u", unit, "-n", "1", "-o", "cat",
                                        "--no-pager"], capture_output=True, text=True,
                                       check=False).stdout.strip()
