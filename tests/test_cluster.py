@@ -214,6 +214,12 @@ def test_roll_under_load_loses_nothing_and_reloads_every_node(three_nodes):
         assert after and not after & before[node.name], (node.name, before, after)
     status = run_cli("cluster", "status", "--json", cwd=root)
     assert status.code == 0 and {s["status"] for s in json.loads(status.out)} == {"UP"}
+    # `status` on the balancer's host shows the same: each node per service, as HAProxy
+    # sees it.
+    seen = run_cli("status", "--json", cwd=root)
+    assert seen.code == 0
+    assert {(s["backend"], s["node"], s["status"]) for s in json.loads(seen.out)["cluster"]} \
+        == {(svc, n, "UP") for svc in ("hello", "probe") for n in NODES}
 
 
 def _kill_stack(node: Node) -> int:

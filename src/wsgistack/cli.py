@@ -149,10 +149,32 @@ def _service_status(state: processes.StackState, svc: processes.ServiceRecord
     return health_text, members
 
 
+def _balancer_view(m: manifest.Manifest) -> list[dict[str, Any]] | None:
+    """Each node of each service as the stack's HAProxy sees it, when it runs here."""
+    from wsgistack.targets import cluster
+
+    if m.cluster is None or cluster.running(cluster.balancer(m)) is None:
+        return None
+    return [dataclasses.asdict(s) for s in cluster.states(cluster.balancer(m))]
+
+
+def _show_balancer(view: list[dict[str, Any]]) -> None:
+    _show(table([(s["backend"], s["node"], s["status"], s["sessions"]) for s in view],
+                ("service", "node", "haproxy", "sessions")))
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     m = _load(args)
     state = processes.load_state(str(m.state_path))
+    view = _balancer_view(m)
     if state is None:
+        if view is not None:  # the balancer's host: the nodes, as HAProxy sees them
+            if args.json:
+                _show(json.dumps({"stack": m.stack.name, "up": False, "cluster": view},
+                                 indent=1))
+            else:
+                _show_balancer(view)
+            return 0 if all(s["status"] == "UP" for s in view) else 1
         _show(json.dumps({"stack": m.stack.name, "up": False}) if args.json
               else f"stack '{m.stack.name}' is not up")
         return EXIT_NOT_UP
@@ -166,9 +188,11 @@ def cmd_status(args: argparse.Namespace) -> int:
                      "server": svc.server, "python": svc.python, "processes": members})
     if args.json:
         _show(json.dumps({"stack": m.stack.name, "up": True, "backend": state.backend,
-                          "services": docs}, indent=1))
+                          "services": docs, **({"cluster": view} if view else {})}, indent=1))
     else:
         _show(table(rows, ("service", "url", "server", "pid", "health")))
+        if view:
+            _show_balancer(view)
     return 0 if healthy else 1
 
 
