@@ -149,32 +149,42 @@ def _service_status(state: processes.StackState, svc: processes.ServiceRecord
     return health_text, members
 
 
-def _balancer_view(m: manifest.Manifest) -> list[dict[str, Any]] | None:
+def _balancer_view(config: Any, where: Any) -> list[dict[str, Any]] | None:
     """Each node of each service as the stack's HAProxy sees it, when it runs here."""
     from wsgistack.targets import cluster
 
-    if m.cluster is None or cluster.running(cluster.balancer(m)) is None:
+    if cluster.running(where) is None:
         return None
-    return [dataclasses.asdict(s) for s in cluster.states(cluster.balancer(m))]
+    return [{**dataclasses.asdict(s), "address": config.nodes[s.node]}
+            for s in cluster.states(where)]
 
 
-def _show_balancer(view: list[dict[str, Any]]) -> None:
-    _show(table([(s["backend"], s["node"], s["status"], s["sessions"]) for s in view],
-                ("service", "node", "haproxy", "sessions")))
+def _show_balancer(view: list[dict[str, Any]]) -> int:
+    """The view as a table; 0 when every node of every service is UP, else 1."""
+    _show(table([(s["backend"], s["node"], s["address"], s["status"], s["sessions"])
+                 for s in view], ("service", "node", "address", "state", "sessions")))
+    return _balanced(view)
+
+
+def _balanced(view: list[dict[str, Any]]) -> int:
+    return 0 if all(s["status"] == "UP" for s in view) else 1
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     m = _load(args)
     state = processes.load_state(str(m.state_path))
-    view = _balancer_view(m)
+    view = None
+    if m.cluster is not None:
+        from wsgistack.targets import cluster
+
+        view = _balancer_view(m.cluster, cluster.balancer(m))
     if state is None:
         if view is not None:  # the balancer's host: the nodes, as HAProxy sees them
             if args.json:
                 _show(json.dumps({"stack": m.stack.name, "up": False, "cluster": view},
                                  indent=1))
-            else:
-                _show_balancer(view)
-            return 0 if all(s["status"] == "UP" for s in view) else 1
+                return _balanced(view)
+            return _show_balancer(view)
         _show(json.dumps({"stack": m.stack.name, "up": False}) if args.json
               else f"stack '{m.stack.name}' is not up")
         return EXIT_NOT_UP
@@ -410,16 +420,14 @@ def cmd_cluster(args: argparse.Namespace) -> int:
     if args.action == "down":
         _say("stopped the balancer" if cluster.down(where) else "the balancer is not up")
         return 0
-    if cluster.running(where) is None:
+    view = _balancer_view(config, where)
+    if view is None:
         _say(f"the balancer of stack '{p.name}' is not up")
         return EXIT_NOT_UP
-    seen = cluster.states(where)
     if args.json:
-        _show(json.dumps([dataclasses.asdict(s) for s in seen], indent=1))
-    else:
-        _show(table([(s.backend, s.node, config.nodes[s.node], s.status, s.sessions)
-                     for s in seen], ("service", "node", "address", "state", "sessions")))
-    return 0 if all(s.status == "UP" for s in seen) else 1
+        _show(json.dumps(view, indent=1))
+        return _balanced(view)
+    return _show_balancer(view)
 
 
 def cmd_roll(args: argparse.Namespace) -> int:

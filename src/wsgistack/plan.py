@@ -190,12 +190,22 @@ class Plan:
         return (svc.user, svc.group) if self.root else ("", "")
 
     def path(self, *parts: str) -> str:
-        if parts and parts[0] in self.dirs:
-            return os.path.join(self.dirs[parts[0]], *parts[1:])
-        return os.path.join(self.state, *parts)
+        return _under(self.state, self.dirs, parts)
+
+    @property
+    def front_ports(self) -> tuple[int, ...]:
+        """The front door's ports: its own, and the TLS one when it serves HTTPS."""
+        return (self.front_port, *((self.tls_port,) if self.tls else ()))
 
     def service(self, name: str) -> ServicePlan:
         return next(s for s in self.services if s.name == name)
+
+
+def _under(state: str, dirs: Mapping[str, str], parts: tuple[str, ...]) -> str:
+    """A path under the state dir, or under the directory `dirs` keeps its first part in."""
+    if parts and parts[0] in dirs:
+        return os.path.join(dirs[parts[0]], *parts[1:])
+    return os.path.join(state, *parts)
 
 
 def find_in(home: str, patterns: tuple[str, ...]) -> dict[str, str]:
@@ -367,9 +377,7 @@ class _Stack:
     venv_files: tuple[str, ...]
 
     def path(self, *parts: str) -> str:
-        if parts[0] in self.dirs:
-            return os.path.join(self.dirs[parts[0]], *parts[1:])
-        return os.path.join(self.state, *parts)
+        return _under(self.state, self.dirs, parts)
 
 
 def _addresses(manifest: Manifest, ports: list[int], where: _Stack) -> dict[str, str]:

@@ -178,8 +178,7 @@ def site(plan: Plan) -> Site:
         # Plain HTTP from anywhere but this machine goes to HTTPS; local clients (health
         # checks, services calling each other on their internal URLs) stay.
         lines += [f"geo {local} {{", "    default 0;", "    127.0.0.0/8 1;", "    ::1 1;", "}"]
-    ports = [plan.front_port, *([plan.tls_port] if plan.tls else [])]
-    for port in ports:
+    for port in plan.front_ports:
         tls = plan.tls is not None and port == plan.tls_port
         lines += ["server {", f"    listen {host}{port}{' ssl' if tls else ''};",
                   f"    server_name wsgistack-{plan.name};",

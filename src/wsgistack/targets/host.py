@@ -18,7 +18,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
-from wsgistack.backends.base import Backend, Site
+from wsgistack.backends.base import Backend, Site, service_files
 from wsgistack.host import FRONT_USER
 from wsgistack.plan import Plan, Target
 from wsgistack.targets import systemd
@@ -149,17 +149,17 @@ def render(plan: Plan, backend: Backend, manifest_text: str) -> Layout:
     front = site(plan) if site else None
     procs = {p.name: p for p in backend.command(plan)}
     units, kinds, owned = {}, {}, {}
+    behind = FRONT_USER if backend.FRONT_END else ""
     for svc in plan.services:
         proc = procs.get(svc.name)
         if proc is None:  # mod_wsgi: the daemons are Apache's
             continue
-        kind = systemd.server_kind(proc)
-        behind = FRONT_USER if backend.FRONT_END else ""
-        units[svc.name], kinds[svc.name] = systemd.unit_name(plan, svc.name), kind
+        units[svc.name], kinds[svc.name] = (systemd.unit_name(plan, svc.name),
+                                            systemd.server_kind(proc))
         unit_file = os.path.join(UNITS, units[svc.name])
         files.append(HostFile(unit_file, systemd.service_unit(plan, svc, proc, behind)))
-        owned[units[svc.name]] = (unit_file, svc.entry, *(
-            f.path for f in files if f.path.endswith(f"/uwsgi-{svc.name}.ini")))
+        owned[units[svc.name]] = (unit_file, *(
+            path for rel in service_files(svc) if (path := plan.path(rel)) in rendered))
     target_unit = systemd.target_name(plan)
     files.append(HostFile(os.path.join(UNITS, target_unit), systemd.target_unit(
         plan, list(units.values()), front.server if front else "")))

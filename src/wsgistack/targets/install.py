@@ -17,6 +17,7 @@ import os
 import pwd
 import shutil
 import socket
+import stat
 import subprocess
 import tempfile
 import time
@@ -61,11 +62,12 @@ def listening(ports_conf: str = APACHE_PORTS) -> tuple[int, ...]:
 
 def plan_for(manifest: Manifest, backend: str, port: int, tls_port: int,
              host_info: Host | None = None, under: str = "") -> Plan:
+    traits = get(backend)
     tls = None
     if manifest.stack.tls:
         tls = (str((manifest.root / manifest.stack.tls["cert"]).absolute()),
                str((manifest.root / manifest.stack.tls["key"]).absolute()))
-        if not get(backend).FRONT_END:
+        if not traits.FRONT_END:
             raise ServerError(f"{manifest.path}: stack.tls needs a front end to serve HTTPS, "
                               f"and {backend} has none; install with --backend "
                               "apache+uwsgi, nginx+uwsgi or mod_wsgi")
@@ -77,10 +79,9 @@ def plan_for(manifest: Manifest, backend: str, port: int, tls_port: int,
         environ.pop("LC_ALL", None)
         environ.pop("TZ", None)
         host_info = dataclasses.replace(read, environ=environ, listening=listening())
-    info = host_info
     # The front end's port; services that listen themselves keep base_port and onwards.
-    port = (port or DEFAULT_PORT) if get(backend).FRONT_END else port
-    return build(manifest, get(backend), host=info,
+    port = (port or DEFAULT_PORT) if traits.FRONT_END else port
+    return build(manifest, traits, host=host_info,
                  target=host.target(manifest.stack.name, port, tls, tls_port, under))
 
 
@@ -111,10 +112,10 @@ def check_tls(plan: Plan) -> None:
     if plan.tls is None:
         return
     cert, key = plan.tls
-    for what, path in (("certificate", cert), ("key", key)):
+    for setting, what, path in (("cert", "certificate", cert), ("key", "key", key)):
         if not os.access(path, os.R_OK):
-            raise ServerError(f"{plan.source}: stack.tls.{'cert' if what != 'key' else 'key'}"
-                              f": the {what} {path} is missing or unreadable; give a PEM file")
+            raise ServerError(f"{plan.source}: stack.tls.{setting}: the {what} {path} is "
+                              "missing or unreadable; give a PEM file")
     def pub(argv: list[str]) -> str:
         done = subprocess.run(argv, capture_output=True, text=True, check=False)
         return done.stdout if done.returncode == 0 else ""
@@ -218,14 +219,12 @@ class Undo:
             with contextlib.suppress(ServerError):
                 step()
         for path, data in self.files.items():
-            if data is None:
-                if os.path.lexists(path):
-                    os.unlink(path)
-                continue
             if os.path.lexists(path):
                 os.unlink(path)
+            if data is None:  # made by this install
+                continue
             mode, uid, gid = self.modes[path]
-            if os.path.islink(path) or (mode & 0o170000) == 0o120000:
+            if stat.S_ISLNK(mode):
                 os.symlink(data.decode(), path)
                 continue
             Path(path).write_bytes(data)
@@ -252,10 +251,13 @@ def undone_on_failure(undo: Undo) -> Iterator[None]:
 CLEAN_ENV = {"PATH": DEFAULT_PATH, "LANG": "C.UTF-8"}
 
 
-def _check(argv: list[str], what: str, env: dict[str, str] | None = None) -> None:
+def _check(argv: list[str], what: str, env: dict[str, str] | None = None,
+           quiet: bool = False) -> None:
+    """Run a check or step; its failure is one line with its own output. `quiet`: any
+    output is a failure too (systemd-analyze warns with exit 0)."""
     done = subprocess.run(argv, capture_output=True, text=True, check=False, env=env, cwd="/")
     output = (done.stdout + done.stderr).strip()
-    if done.returncode != 0 or (argv[0] == "systemd-analyze" and output):
+    if done.returncode != 0 or (quiet and output):
         lines = " / ".join(line.strip() for line in output.splitlines() if line.strip())
         said = lines or f"exit {done.returncode}"
         raise ServerError(f"{what} failed: `{' '.join(argv)}`: {said}; the host is left "
@@ -335,9 +337,7 @@ def disable_modules(modules: tuple[str, ...]) -> None:
 
 def ports_of(plan: Plan) -> tuple[int, ...]:
     """The TCP ports the installed stack listens on."""
-    if plan.front_port:
-        return (plan.front_port, *((plan.tls_port,) if plan.tls else ()))
-    return tuple(s.port for s in plan.services)
+    return plan.front_ports if plan.front_port else tuple(s.port for s in plan.services)
 
 
 def check_ports(plan: Plan, old: Record | None) -> None:
@@ -362,7 +362,7 @@ def _checks(layout: Layout) -> None:
     """Each file by the tool that will read it, before anything is started or reloaded."""
     units = [f.path for f in layout.files if f.path.startswith(host.UNITS + "/")]
     if shutil.which("systemd-analyze"):
-        _check(["systemd-analyze", "verify", *units], "systemd-analyze verify")
+        _check(["systemd-analyze", "verify", *units], "systemd-analyze verify", quiet=True)
     logrotate = next(f.path for f in layout.files if f.path.startswith("/etc/logrotate.d/"))
     if shutil.which("logrotate"):
         _check(["logrotate", "-d", logrotate], "logrotate -d")
@@ -404,8 +404,8 @@ def install(manifest: Manifest, backend: str, progress: Progress, *, port: int =
             shutil.rmtree(scratch, ignore_errors=True)
     plan = plan_for(manifest, backend, port, tls_port, under=under)
     check_paths(plan)
-    layout = layout_of(plan, manifest)
     if under:
+        layout = layout_of(plan, manifest)
         if tree:
             write_tree(layout, under)
         return layout
@@ -529,16 +529,21 @@ def _start(plan: Plan, layout: Layout, progress: Progress, changed: set[str]) ->
         provision.run_after_up(plan, progress)
 
 
+def _disable(units: list[str] | tuple[str, ...]) -> None:
+    """Disable units, and stop them where systemd runs; the `.wants` dirs `enable` made
+    for them go too, once empty."""
+    now = ["--now"] if systemd_running() else []
+    subprocess.run(["systemctl", "disable", *now, "--quiet", *units], capture_output=True,
+                   check=False)
+    for unit in units:
+        with contextlib.suppress(OSError):
+            os.rmdir(os.path.join(host.UNITS, unit + ".wants"))
+
+
 def _stop_new(layout: Layout, old: Record | None) -> None:
     """After a failed start: the units this install added, stopped and disabled."""
     kept = old.units if old else ()
-    added = [u for u in (*layout.units, layout.target) if u not in kept]
-    now = ["--now"] if systemd_running() else []
-    subprocess.run(["systemctl", "disable", *now, "--quiet", *added], capture_output=True,
-                   check=False)
-    if layout.target in added:
-        with contextlib.suppress(OSError):
-            os.rmdir(os.path.join(host.UNITS, layout.target + ".wants"))
+    _disable([u for u in (*layout.units, layout.target) if u not in kept])
 
 
 def _restart_old(layout: Layout, old: Record | None) -> None:
@@ -635,18 +640,13 @@ def uninstall(name: str, progress: Progress, purge: bool = False) -> list[str]:
         raise ServerError(f"stack '{name}' is not installed (no {record_path(name)}); "
                           "nothing to remove")
     if rec.units:
-        now = ["--now"] if systemd_running() else []
-        subprocess.run(["systemctl", "disable", *now, "--quiet", *rec.units],
-                       capture_output=True, check=False)
+        _disable(rec.units)
     removed = []
     for path in (rec.site_link, *rec.files):
         if path and os.path.lexists(path):
             os.unlink(path)
             removed.append(path)
     disable_modules(rec.modules)
-    for unit in rec.units:  # what `systemctl enable` made for the target, now empty
-        with contextlib.suppress(OSError):
-            os.rmdir(os.path.join(host.UNITS, unit + ".wants"))
     if rec.server:
         _front_reload(rec.server)
     if systemd_running():

@@ -57,7 +57,7 @@ def _quote(arg: str) -> str:
     return shlex.quote(arg.replace("%", "%%").replace("$", "$$"))
 
 
-def _dir(plan: Plan, path: str, base: str) -> str:
+def _dir(path: str, base: str) -> str:
     """`path` relative to systemd's base (`/run`, `/var/log`, `/var/lib`) for its
     *Directory= settings."""
     return os.path.relpath(path, base)
@@ -92,15 +92,15 @@ def service_unit(plan: Plan, svc: ServicePlan, proc: Proc, front_group: str) -> 
         f"TimeoutStopSec={timeout + 15}",
         "Restart=on-failure",
         "RestartSec=2",
-        f"RuntimeDirectory={_dir(plan, svc.run_dir, '/run')}",
+        f"RuntimeDirectory={_dir(svc.run_dir, '/run')}",
         # Behind a front end its socket (0660) is handed to the front end's group once it
         # is there: systemd gives the directory back to the app's group before every
         # command it runs, so the directory cannot be the front end's.
         f"RuntimeDirectoryMode={'0711' if front_group else '0700'}",
         *([f"ExecStartPost=+/bin/chgrp {front_group} {svc.socket}"] if front_group else []),
-        f"StateDirectory={_dir(plan, svc.provision.data_dir, '/var/lib')}",
+        f"StateDirectory={_dir(svc.provision.data_dir, '/var/lib')}",
         "StateDirectoryMode=0750",
-        f"LogsDirectory={_dir(plan, plan.path('logs'), '/var/log')}",
+        f"LogsDirectory={_dir(plan.path('logs'), '/var/log')}",
         "LogsDirectoryMode=0750",
         # granian cannot reopen a log: systemd appends its output to one (rotated by
         # copytruncate). uWSGI and gunicorn write their own, and reopen it when rotated;
