@@ -60,8 +60,10 @@ def test_an_entry_that_cannot_load_its_app_is_not_written(tmp_path):
     assert res.code != 0 and not out.exists()
     assert res.err.strip() == (
         f"wsgistack: error: {out}: not written: cannot load app 'broken:application': "
-        "ModuleNotFoundError: No module named 'no_such_dependency_xyz'; fix the spec, or pass "
-        "--no-check if the app loads only in another interpreter")
+        "ModuleNotFoundError: No module named 'no_such_dependency_xyz' at "
+        f"{FIXTURES}/broken.py:1; install no_such_dependency_xyz where the app runs (the "
+        "service's requirements) or fix the import; or pass --no-check if the app loads only "
+        "in another interpreter")
 
 
 def test_django_spec_names_the_module(tmp_path):
@@ -80,8 +82,12 @@ def test_entry_check_reports_import_error_in_one_line(tmp_path):
                       "--no-check")
     done = subprocess.run([sys.executable, str(out), "--check"], capture_output=True, text=True)
     assert done.returncode == 1
-    assert done.stderr == ("error: cannot load app 'broken:application': ModuleNotFoundError: "
-                           "No module named 'no_such_dependency_xyz'\n")
+    # The traceback first (what -v shows), then the one line a server or `up` reports.
+    assert done.stderr.startswith("Traceback (most recent call last):\n")
+    assert done.stderr.splitlines()[-1] == (
+        "error: cannot load app 'broken:application': ModuleNotFoundError: No module named "
+        f"'no_such_dependency_xyz' at {FIXTURES}/broken.py:1; install no_such_dependency_xyz "
+        "where the app runs (the service's requirements) or fix the import")
 
 
 def _answering(port: int, proc: subprocess.Popen[str], path: str = "/") -> bool:

@@ -160,8 +160,10 @@ def test_render_loads_each_app_before_writing(tmp_path):
     assert refused.code == 2
     assert refused.err.splitlines()[-1] == (
         "wsgistack: error: service 'bad' cannot load its app: cannot load app "
-        "'broken:application': ModuleNotFoundError: No module named 'no_such_dependency_xyz'; "
-        "nothing was written; fix services.bad.app, or render with --no-check")
+        "'broken:application': ModuleNotFoundError: No module named 'no_such_dependency_xyz' "
+        f"at {FIXTURES}/broken.py:1; install no_such_dependency_xyz where the app runs "
+        "(services.bad.requirements) or fix the import; nothing was written (or render with "
+        "--no-check)")
     assert not (tmp_path / "out" / "entries").exists()
     res = run_cli(*args, "--no-check")
     assert res.code == 0 and (tmp_path / "out" / "entries" / "bad").is_dir(), res.err

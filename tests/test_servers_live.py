@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Stack, alive, assert_reloaded, free_port
+from tests.conftest import FIXTURES, Stack, alive, assert_reloaded, free_port
 from wsgistack import loader
 from wsgistack.backends import BACKENDS, apache
 
@@ -208,8 +208,9 @@ python_path = ["{shared_stack.root / 'fixtures'}"]
     # Loaded in a throwaway process first: no server started for it, nor for the others.
     assert last == (
         "wsgistack: error: service 'bad' cannot load its app: cannot load app "
-        "'broken:application': ModuleNotFoundError: No module named 'no_such_dependency_xyz'; "
-        "nothing was started; fix services.bad.app or install what it imports"), last
+        "'broken:application': ModuleNotFoundError: No module named 'no_such_dependency_xyz' "
+        f"at {FIXTURES}/broken.py:1; install no_such_dependency_xyz where the app runs "
+        "(services.bad.requirements) or fix the import; nothing was started"), last
     assert shared_stack.pids() == []
 
 

@@ -66,8 +66,9 @@ def test_up_status_down_with_prefix_links(stack):
 
     st = stack.cli("status")
     assert st.code == 0 and st.out.count("healthy") == 2
+    every = {p for pid in pids for p in (pid, *processes.descendants(pid))}
     down = stack.cli("down")
-    assert down.code == 0 and "stopped 2 process(es)" in down.err
+    assert down.code == 0 and f"stopped {len(every)} process(es)" in down.err  # workers too
     assert not any(alive(p) for p in pids)
     assert stack.cli("status").code == 3
 
@@ -80,8 +81,9 @@ def test_failing_app_is_reported_and_nothing_is_left(stack):
     # Tried in a throwaway process before anything started.
     assert res.err.splitlines()[-1] == (
         "wsgistack: error: service 'api' cannot load its app: cannot load app "
-        "'broken:application': ModuleNotFoundError: No module named 'no_such_dependency_xyz'; "
-        "nothing was started; fix services.api.app or install what it imports")
+        "'broken:application': ModuleNotFoundError: No module named 'no_such_dependency_xyz' "
+        f"at {FIXTURES}/broken.py:1; install no_such_dependency_xyz where the app runs "
+        "(services.api.requirements) or fix the import; nothing was started")
     assert "healthy" not in res.err
     assert not (stack.root / ".wsgistack" / "state.json").exists()
     for port in (api, probe):  # both listeners are gone
@@ -97,10 +99,10 @@ def test_busy_port_is_refused_before_anything_starts(stack):
         busy.listen()
         res = stack.cli("up", "--detach")
     assert res.code == 2
-    assert res.err.splitlines()[-1] == (
+    assert res.err.splitlines()[-1].startswith(
         f"wsgistack: error: {stack.root / 'wsgistack.toml'}: port {probe} on 127.0.0.1 "
-        f"(services.probe.port) is in use by another program; stop that program or choose "
-        f"another port with services.probe.port")
+        f"(services.probe.port) is in use by pid {os.getpid()} (")
+    assert res.err.rstrip().endswith("; stop that program or choose another port there")
     assert stack.pids() == []
 
 

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from wsgistack import access, check, entry, manifest, plan, runtime, secrets
+from wsgistack import __version__, access, check, entry, manifest, plan, runtime, secrets
 from wsgistack.backends import BACKENDS, exposure_warnings, resolve
 from wsgistack.backends.base import Backend
 from wsgistack.errors import WsgistackError
@@ -43,6 +43,18 @@ def _load(args: argparse.Namespace) -> manifest.Manifest:
 def _with_base_port(m: manifest.Manifest, port: int | None) -> manifest.Manifest:
     return dataclasses.replace(m, stack=dataclasses.replace(m.stack, base_port=port)) if port \
         else m
+
+
+def _state(m: manifest.Manifest) -> processes.StackState | None:
+    """The stack this manifest's state dir holds: only ever its own. A state dir another
+    manifest wrote (both set one `state_dir`) is refused before anything is touched."""
+    state = processes.load_state(str(m.state_path))
+    if state and state.manifest_id and state.manifest_id != m.identity:
+        raise WsgistackError(
+            f"{m.path}: the state dir {m.state_path} holds stack '{state.stack}' of "
+            f"{state.manifest_id}, not this manifest's; leave [stack] state_dir unset (one "
+            "per manifest) or give each manifest its own")
+    return state
 
 
 def _plan(args: argparse.Namespace, m: manifest.Manifest | None = None) -> plan.Plan:
@@ -79,7 +91,16 @@ def catalog_table(p: plan.Plan, running: list[processes.Running]) -> str:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    p = _plan(args)
+    m = _load(args)
+    _state(m)
+    if m.path == manifest.EMBEDDED:
+        _say(f"no {manifest.MANIFEST_NAME} here: starting the built-in example stack; "
+             "`wsgistack init` writes a manifest for your app (README, Quick start)")
+    p = _plan(args, m)
+    for svc in p.services:
+        if not svc.provision.venv_base and not svc.config.venv:
+            _say(f"service '{svc.name}' runs on {svc.python} (no requirements or venv of its "
+                 f"own: set services.{svc.name}.requirements to give it one)")
     t0 = time.monotonic()
     _say(f"starting stack '{p.name}' ({len(p.services)} services, backend {p.backend}) "
          f"from {p.source}")
@@ -97,7 +118,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 def cmd_reload(args: argparse.Namespace) -> int:
     m = _load(args)
-    state = processes.load_state(str(m.state_path))
+    state = _state(m)
     # As `up` was run: its --backend and --base-port are in the state.
     if state:
         args.backend = args.backend or state.backend
@@ -105,6 +126,10 @@ def cmd_reload(args: argparse.Namespace) -> int:
             args.base_port = state.base_port
             m = _with_base_port(m, args.base_port)
     p = _plan(args, m)
+    for svc in p.services:
+        if not svc.provision.venv_base and not svc.config.venv:
+            _say(f"service '{svc.name}' runs on {svc.python} (no requirements or venv of its "
+                 f"own: set services.{svc.name}.requirements to give it one)")
     t0 = time.monotonic()
     running = runtime.reload(p, lambda msg: _say(f"  {msg}"))
     _say(f"reloaded {len(running)} process(es) of stack '{p.name}' in "
@@ -114,6 +139,7 @@ def cmd_reload(args: argparse.Namespace) -> int:
 
 def cmd_down(args: argparse.Namespace) -> int:
     m = _load(args)
+    _state(m)
     stopped = runtime.down(str(m.state_path))
     if not stopped:
         _say(f"stack '{m.stack.name}' is not up (no state in {m.state_path})")
@@ -172,7 +198,7 @@ def _balanced(view: list[dict[str, Any]]) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     m = _load(args)
-    state = processes.load_state(str(m.state_path))
+    state = _state(m)
     view = None
     if m.cluster is not None:
         from wsgistack.targets import cluster
@@ -208,6 +234,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_logs(args: argparse.Namespace) -> int:
     m = _load(args)
+    _state(m)
     log = Path(m.state_path, "logs", f"{args.name}.log")
     if not log.exists():
         known = sorted(p.stem for p in Path(m.state_path, "logs").glob("*.log"))
@@ -440,6 +467,64 @@ def cmd_roll(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ls(args: argparse.Namespace) -> int:
+    from wsgistack.lifecycle import stacks
+
+    found = stacks.up_on_this_machine()
+    if args.json:
+        _show(json.dumps([{"state_dir": f.state_dir, "stack": f.state and f.state.stack,
+                           "manifest": f.state and (f.state.manifest_id or f.state.manifest),
+                           "services": [s.name for s in f.state.services] if f.state else [],
+                           "health": f.health()} for f in found], indent=1))
+        return 0
+    if not found:
+        _say("no stack is up on this machine (that this user can see)")
+        return 0
+    _show(table([(f.state.stack if f.state else "?",
+                  (f.state.manifest_id or f.state.manifest) if f.state else "?", f.state_dir,
+                  ",".join(s.name for s in f.state.services) if f.state else "", f.health())
+                 for f in found], ("stack", "manifest", "state", "services", "health")))
+    return 0
+
+
+def cmd_clean(args: argparse.Namespace) -> int:
+    from wsgistack.lifecycle import stacks
+
+    m = _load(args)
+    freed = stacks.clean(_plan(args, m), m.state_path, _say)
+    _say(f"freed {freed / 2**20:.1f} MiB in {m.state_path}")
+    return 0
+
+
+def cmd_venv(args: argparse.Namespace) -> int:
+    from wsgistack.lifecycle import stacks
+
+    m = _load(args)
+    _state(m)
+    for name in args.services:
+        m.service(name)  # an unknown name: one line, with "did you mean"
+    done = stacks.rebuild_venvs(_plan(args, m), args.services, lambda msg: _say(f"  {msg}"))
+    _say(f"rebuilt {len(done)} venv(s)" + (f": {', '.join(done)}" if done else
+                                           " (no service has one of its own)"))
+    return 0
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from wsgistack import scaffold
+
+    target = Path(args.file or manifest.MANIFEST_NAME)
+    found = scaffold.write(Path.cwd(), target, args.app)
+    _say(f"wrote {target} for {found}; read it, then `wsgistack up`")
+    return 0
+
+
+def cmd_completion(args: argparse.Namespace) -> int:
+    from wsgistack import completion
+
+    print(getattr(completion, args.shell)(parser()), end="")
+    return 0
+
+
 def cmd_settings(_args: argparse.Namespace) -> int:
     print(manifest.settings_reference())
     return 0
@@ -456,12 +541,17 @@ def parser() -> argparse.ArgumentParser:
         prog="wsgistack", description="Deploy Python API services as WSGI applications.")
     top.add_argument("-f", "--file", help="manifest (default: ./wsgistack.toml, else the "
                      "embedded example stack)")
+    top.add_argument("-v", "--verbose", action="store_true",
+                     help="on an error, also print what lies behind it (an app's traceback)")
+    top.add_argument("--version", action="version", version=f"wsgistack {__version__}")
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, handler: Callable[[argparse.Namespace], int], text: str,
             backend: bool = False) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=text, description=text)
         p.set_defaults(handler=handler)
+        p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                       help="on an error, also print what lies behind it")
         if backend:
             p.add_argument("--backend", choices=sorted(BACKENDS),
                            help="server backend (default: the manifest's [stack] backend)")
@@ -552,6 +642,21 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--teams", help="TOML: team = [\"repository\", ...] (default: by name)")
     p.add_argument("--format", choices=["text", "md", "rst", "html", "json"], default="text")
     p.add_argument("-o", "--output", help="write the page here instead of stdout")
+    p = add("ls", cmd_ls, "list the stacks up on this machine (that this user can see): "
+            "name, manifest, state dir, services, health")
+    p.add_argument("--json", action="store_true")
+    add("clean", cmd_clean, "remove the venvs no service of the manifest uses and the check "
+        "and serve stacks with nothing running; say how much space it freed")
+    p = add("venv", cmd_venv, "make services' own venvs again from their requirements "
+            "(the stack must be down)")
+    p.add_argument("action", choices=["rebuild"])
+    p.add_argument("services", nargs="*", metavar="SERVICE", help="default: every service")
+    p = add("init", cmd_init, "write a commented manifest (wsgistack.toml, or -f FILE) for "
+            "the app in this directory")
+    p.add_argument("--app", help="the app spec, when it is not found by reading the files")
+    p = add("completion", cmd_completion, "print a shell completion script: "
+            "eval \"$(wsgistack completion bash)\"")
+    p.add_argument("shell", choices=["bash", "zsh"])
     add("settings", cmd_settings, "print the manifest settings reference (Markdown)")
     return top
 
@@ -562,6 +667,8 @@ def run(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = args.handler(args)
     except WsgistackError as exc:
+        if args.verbose and exc.detail:
+            _say(exc.detail)
         _say(f"wsgistack: error: {exc}")
         return EXIT_USER_ERROR
     except KeyboardInterrupt:

@@ -132,6 +132,10 @@ def main(argv=None):
     try:
         app = get_application(app_args)
     except SpecError as exc:
+        if exc.__cause__ is not None:  # for -v: the whole traceback, then the one line
+            import traceback
+            cause = exc.__cause__
+            traceback.print_exception(type(cause), cause, cause.__traceback__)
         sys.stderr.write("error: %s\\n" % exc)
         return 1
     if opts.check:
@@ -187,6 +191,8 @@ def write_checked(spec: EntrySpec, output: Path, python: str = sys.executable) -
     if out.returncode:
         lines = (out.stderr or out.stdout).strip().splitlines()
         why = lines[-1].removeprefix("error: ") if lines else f"exit code {out.returncode}"
-        raise AppLoadError(f"{output}: not written: {why}; fix the spec, or pass --no-check "
-                           "if the app loads only in another interpreter")
+        error = AppLoadError(f"{output}: not written: {why}; or pass --no-check if the app "
+                             "loads only in another interpreter")
+        error.detail = out.stderr.strip()
+        raise error
     output.write_text(text, encoding="utf-8")

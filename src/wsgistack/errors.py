@@ -13,6 +13,8 @@ from collections.abc import Iterable
 class WsgistackError(Exception):
     """A user error: one line saying what is wrong and how to fix it."""
 
+    detail = ""  # what `-v` prints above the line (an app's traceback)
+
     def __str__(self) -> str:
         return one_line(super().__str__())
 

@@ -104,6 +104,52 @@ def _last_line(exc: BaseException) -> str:
     return text[-1] if text else type(exc).__name__
 
 
+def _library(filename: str) -> bool:
+    """Code the user did not write: the standard library, installed packages, importlib."""
+    import sysconfig
+
+    roots = {sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")}
+    return (filename == __file__ or any(filename.startswith(r + os.sep) for r in roots))
+
+
+def _env_key(exc: BaseException, line: str) -> str:
+    """The variable a KeyError names when the line that raised it reads the environment."""
+    if isinstance(exc, KeyError) and exc.args and "environ" in line:
+        return str(exc.args[0])
+    return ""
+
+
+def _failure(spec: str, exc: BaseException) -> str:
+    """One line: what went wrong, where (the line that raised it, and the last line of the
+    user's own code on the way there), and advice for that kind of error."""
+    import traceback
+
+    frames = [f for f in traceback.extract_tb(exc.__traceback__)
+              if f.filename != __file__ and not f.filename.startswith("<")]
+    where = []
+    if isinstance(exc, SyntaxError) and exc.filename:
+        where.append(f"{exc.filename}:{exc.lineno}:{exc.offset}")
+    elif frames:
+        where.append(f"{frames[-1].filename}:{frames[-1].lineno}")
+        own = [f for f in frames if not _library(f.filename)]
+        if own and own[-1] is not frames[-1]:
+            where.append(f"from {own[-1].filename}:{own[-1].lineno}")
+    key = _env_key(exc, frames[-1].line or "" if frames else "")
+    if key:
+        advice = (f"the app reads the environment variable {key}: set it in the service's "
+                  "env")
+    elif isinstance(exc, ImportError):
+        missing = getattr(exc, "name", "") or "what it imports"
+        advice = (f"install {missing} where the app runs (the service's requirements) or "
+                  "fix the import")
+    elif isinstance(exc, SyntaxError):
+        advice = "fix the syntax there"
+    else:
+        advice = "fix the app or its configuration there (-v shows the traceback)"
+    at = f" at {' '.join(where)}" if where else ""
+    return f"cannot load app '{spec}': {_last_line(exc)}{at}; {advice}"
+
+
 def _resolve(obj: Any, attr: str, spec: str, where: str) -> Any:
     for part in attr.split("."):
         try:
@@ -203,7 +249,7 @@ def load_app(
         raise SpecError(f"app spec '{spec}': the app exited while loading (code {exc.code})") \
             from None
     except Exception as exc:
-        raise SpecError(f"cannot load app '{spec}': {_last_line(exc)}") from exc
+        raise SpecError(_failure(spec, exc)) from exc
     if not callable(app):
         raise SpecError(f"app spec '{spec}' names a {type(app).__name__}, not a WSGI callable")
     built: WSGIApp = app

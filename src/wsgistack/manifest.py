@@ -51,18 +51,21 @@ class StackConfig:
     base_port: int = setting(
         8780,
         "First port: the front door with a front-end backend, else the first service's port; "
-        "services without a port get the next free numbers in manifest order.",
+        "services without a `port` get the next numbers in manifest order, skipping those "
+        "other services set (not those other programs hold: `up` names the holder).",
         minimum=1, maximum=65535,
     )
     extends: str = setting(
         "", "Another manifest in the same directory that this one builds on: its tables are "
         "merged under this one's, key by key, and a list or value given here replaces its "
-        "own (e.g. one service on another database, with more processes). Give this one its "
-        "own `state_dir` to run beside it."
+        "own (e.g. one service on another database, with more processes). Each manifest "
+        "file has its own state dir, so both can run side by side."
     )
     state_dir: str = setting(
-        ".wsgistack", "Directory for rendered configs, pid files, logs and state (relative to "
-        "the manifest)."
+        "", "Directory for rendered configs, pid files, logs and state (relative to the "
+        "manifest). Empty: one per manifest, so several can share a directory: `.wsgistack` "
+        "for `wsgistack.toml`, `.wsgistack-NAME` for a manifest `NAME.toml`, "
+        "`.wsgistack-example` for the built-in example."
     )
     start_timeout: float = setting(
         60.0, "Seconds `up` waits for every service's health check to pass.", minimum=1
@@ -128,7 +131,14 @@ class ServiceConfig:
     )
     requirements: tuple[str, ...] = setting(
         (), "pip requirements installed into the service's own venv, created under the state "
-        "dir and shared by services with the same list; reused while the list is unchanged."
+        "dir and shared by services that ask for the same. Items may name files, relative to "
+        "the manifest: `-r requirements.txt`, `-c constraints.txt`. The venv is keyed on what "
+        "they resolve to (the files' contents and the Python): an edit is installed on the "
+        "next `up` or `reload`."
+    )
+    requirements_file: str = setting(
+        "", "A pip requirements file (relative to the manifest) for the service's own venv: "
+        "the same as `-r FILE` in `requirements`."
     )
     templates: Mapping[str, str] = setting(
         {}, "Config files to render before start: target (relative to the state dir) = "
@@ -215,8 +225,13 @@ class Manifest:
     cluster: ClusterConfig | None = None  # the `[cluster]` table, when there is one
 
     @property
+    def identity(self) -> str:
+        """The manifest file, absolute (what a stack's state records as its owner)."""
+        return EMBEDDED if self.path == EMBEDDED else str(self.root / Path(self.path).name)
+
+    @property
     def state_path(self) -> Path:
-        return (self.root / self.stack.state_dir).resolve()
+        return (self.root / (self.stack.state_dir or default_state_dir(self.path))).resolve()
 
     def service(self, name: str) -> ServiceConfig:
         for svc in self.services:
@@ -485,6 +500,15 @@ def load(path: Path) -> Manifest:
     shown = str(path)
     data = _with_bases(_read(path, shown), path, shown)
     return parse(data, shown, path.resolve().parent)
+
+
+def default_state_dir(manifest_path: str) -> str:
+    """Each manifest file its own state dir, so two manifests in one directory never share
+    processes, locks or logs."""
+    if manifest_path == EMBEDDED:
+        return ".wsgistack-example"
+    name = Path(manifest_path).name
+    return ".wsgistack" if name == MANIFEST_NAME else f".wsgistack-{name.removesuffix('.toml')}"
 
 
 def load_default(cwd: Path) -> Manifest:

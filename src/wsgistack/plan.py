@@ -157,6 +157,7 @@ class Plan:
     # wsgistack) or "host" (`install`: systemd runs the servers, the system's Apache or
     # nginx is the front end).
     target: str = "local"
+    manifest_id: str = ""  # the manifest file, absolute: the owner recorded in the state
     # Directories kept outside the state dir, by the name of the subdirectory they replace
     # (`install`: run/ in /run, logs/ in /var/log, data/ and venvs/ in /var/lib).
     dirs: Mapping[str, str] = field(default_factory=dict)
@@ -259,13 +260,66 @@ def _pinned(package: str) -> str:
         return package
 
 
+_FILE_FLAGS = {"-r": "--requirement", "--requirement": "--requirement",
+               "-c": "--constraint", "--constraint": "--constraint"}
+
+
+def pip_requirements(manifest: Manifest, svc: ServiceConfig) -> tuple[str, ...]:
+    """The service's requirements as pip arguments, each file named by its absolute path as
+    one `--requirement=PATH` (`-r FILE`, `-r` then `FILE`, `requirements_file`)."""
+    given = [*svc.requirements, *(("-r", svc.requirements_file) if svc.requirements_file
+                                  else ())]
+    out: list[str] = []
+    flag = ""
+    for item in given:
+        word, _, rest = item.strip().partition(" ")
+        if flag:  # the file after a lone -r or -c
+            word, rest, flag = flag, item.strip(), ""
+        elif word in _FILE_FLAGS and not rest.strip():
+            flag = _FILE_FLAGS[word]
+            continue
+        if word in _FILE_FLAGS:
+            path = (manifest.root / rest.strip()).absolute()
+            out.append(f"{_FILE_FLAGS[word]}={path}")
+        else:
+            out.append(item.strip())
+    if flag:
+        raise ManifestError(manifest.path, f"services.{svc.name}.requirements",
+                            f"{flag} names no file: write \"-r requirements.txt\"")
+    return tuple(out)
+
+
+def _file_contents(requirement: str, manifest: Manifest, key: str) -> list[str]:
+    """What a `--requirement=PATH` item resolves to: the file's lines, and those of the
+    files it names in turn."""
+    _flag, _, path = requirement.partition("=")
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ManifestError(manifest.path, key, f"cannot read {path}: {exc.strerror}; "
+                            "requirement files are relative to the manifest") from None
+    lines = [path, text]
+    for line in text.splitlines():
+        word, _, rest = line.strip().partition(" ")
+        if word in _FILE_FLAGS and rest.strip():
+            nested = Path(path).parent / rest.strip()
+            lines += _file_contents(f"{_FILE_FLAGS[word]}={nested}", manifest, key)
+    return lines
+
+
 def own_venv(manifest: Manifest, svc: ServiceConfig, server_packages: tuple[str, ...],
              venvs: str) -> tuple[str, tuple[str, ...]]:
-    """(venv dir, packages) of a service's own venv: named by its requirements, so services
-    with the same list share one and a changed list makes a new one. The server package a
-    backend needs (gunicorn, granian) is added to the same venv when first needed."""
-    key = hashlib.sha256(json.dumps([venv_python(manifest), sorted(svc.requirements)]).encode())
-    packages = (*svc.requirements, *(_pinned(p) for p in server_packages))
+    """(venv dir, packages) of a service's own venv: named by what its requirements resolve
+    to (files read), so services asking for the same share one and any change makes a new
+    one. The server package a backend needs (gunicorn, granian) is added to the same venv
+    when first needed."""
+    requirements = pip_requirements(manifest, svc)
+    resolved = [venv_python(manifest), sorted(requirements)]
+    for item in requirements:
+        if item.startswith(("--requirement=", "--constraint=")):
+            resolved += _file_contents(item, manifest, f"services.{svc.name}.requirements")
+    key = hashlib.sha256(json.dumps(resolved).encode())
+    packages = (*requirements, *(_pinned(p) for p in server_packages))
     return os.path.join(venvs, key.hexdigest()[:12]), packages
 
 
@@ -375,6 +429,7 @@ class _Stack:
     target: str
     tls_port: int  # the front end's HTTPS port (0: none): public URLs are https there
     venv_files: tuple[str, ...]
+    venvs: str  # where services' own venvs are made
 
     def path(self, *parts: str) -> str:
         return _under(self.state, self.dirs, parts)
@@ -409,8 +464,8 @@ def _service(manifest: Manifest, svc: ServiceConfig, port: int, where: _Stack,
     """One service's plan: interpreter, user, variables, env and secrets, URLs, paths."""
     host, state = where.host, where.state
     own = f"services.{svc.name}."
-    venv = (own_venv(manifest, svc, where.server_packages, where.path("venvs"))
-            if svc.requirements and not svc.venv else None)
+    venv = (own_venv(manifest, svc, where.server_packages, where.venvs)
+            if (svc.requirements or svc.requirements_file) and not svc.venv else None)
     python, home = interpreter(svc, manifest.root, venv[0] if venv else "")
     who = identity(host, svc.user or manifest.stack.user, svc.group or manifest.stack.group,
                    manifest.path, f"services.{svc.name}" if svc.user or svc.group else "stack")
@@ -495,7 +550,11 @@ def _where(manifest: Manifest, backend: BackendTraits, state: Path | None,
         secrets=target.secrets or (os.path.join(target.state, "secrets") if target.state
                                    else str(manifest.state_path / "secrets")),
         dirs=target.dirs, target=target.name, tls_port=target.tls_port if target.tls else 0,
-        venv_files=backend.VENV_FILES)
+        venv_files=backend.VENV_FILES,
+        # The manifest's own, also for its `check` and `serve` stacks: one venv per set of
+        # requirements, not one per command.
+        venvs=(_under(target.state, target.dirs, ("venvs",)) if target.state
+               else str(manifest.state_path / "venvs")))
     ports = [0] * len(manifest.services) if front_end else _ports(manifest, port)
     return where, ports
 
@@ -519,7 +578,8 @@ def build(manifest: Manifest, backend: BackendTraits, state: Path | None = None,
     listed = catalog(stack.name, backend.ID, services)
     services = [dataclasses.replace(s, env={**s.env, CATALOG_ENV: listed}) for s in services]
     return Plan(
-        name=stack.name, source=manifest.path, backend=backend.ID, host=stack.host,
+        name=stack.name, source=manifest.path, manifest_id=manifest.identity,
+        backend=backend.ID, host=stack.host,
         state=where.state, front_port=where.front_port, base_port=stack.base_port,
         start_timeout=stack.start_timeout,
         services=tuple(services), host_info=where.host,

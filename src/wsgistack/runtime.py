@@ -73,9 +73,7 @@ def up(plan: Plan, progress: Callable[[str], None], after_up: bool = True) -> li
         plan = _ready(plan, progress)
         files = render(plan)
         _write(plan, files, progress)  # the apps' config and setup first: they load with them
-        try_apps(plan, files, lambda name, reason: (
-            f"service '{name}' cannot load its app: {reason}; nothing was started; fix "
-            f"services.{name}.app or install what it imports"))
+        try_apps(plan, files, "; nothing was started")
         running: list[Running] = []
         try:
             for proc in get(plan.backend).command(plan):
@@ -93,24 +91,24 @@ def up(plan: Plan, progress: Callable[[str], None], after_up: bool = True) -> li
 TRIALS_AT_ONCE = 4  # apps loaded side by side: each may take a few hundred MiB
 
 
-def try_apps(plan: Plan, files: dict[str, str], refused: Callable[[str, str], str],
+def try_apps(plan: Plan, files: dict[str, str], then: str,
              services: tuple[ServicePlan, ...] | None = None) -> None:
     """Load each service's app, from its new entry, in a throwaway process as its user,
-    before anything is started or signalled; the first that fails is one error:
-    `refused(service, reason)`."""
+    before anything is started or signalled; the first that fails is one error, which ends
+    with `then` (what was left as it was)."""
     services = plan.services if services is None else services
 
-    def trial(svc: ServicePlan) -> str:
+    def trial(svc: ServicePlan) -> health.Diagnosis:
         path = plan.path("preflight", svc.name, os.path.basename(svc.entry))
         access.make_dir(plan, os.path.dirname(path), access.GROUP_DIR, group=svc.group)
         access.group_readable(plan, svc, path, files[entry_file(svc)])
         return health.diagnose(plan, svc, plan.start_timeout, entry=path)
 
     with ThreadPoolExecutor(TRIALS_AT_ONCE) as pool:
-        reasons = list(pool.map(trial, services))
-    for svc, reason in zip(services, reasons, strict=True):
-        if reason:
-            raise ServerError(refused(svc.name, reason))
+        found = list(pool.map(trial, services))
+    for svc, diagnosis in zip(services, found, strict=True):
+        if diagnosis.reason:
+            raise health.cannot_load(svc, diagnosis, then=then)
 
 
 def _not_tried(plan: Plan, svc: ServicePlan) -> str:
@@ -139,9 +137,8 @@ def try_rendered(plan: Plan, files: dict[str, str]) -> list[str]:
             tried.append(svc)
     if tried:
         try:
-            try_apps(plan, files, lambda name, reason: (
-                f"service '{name}' cannot load its app: {reason}; nothing was written; fix "
-                f"services.{name}.app, or render with --no-check"), tuple(tried))
+            try_apps(plan, files, "; nothing was written (or render with --no-check)",
+                     tuple(tried))
         finally:
             shutil.rmtree(plan.path("preflight"), ignore_errors=True)
     return untried
@@ -167,9 +164,8 @@ def reload(plan: Plan, progress: Callable[[str], None]) -> list[Running]:
                               "`up`; a reload keeps them: run `wsgistack down` then `up`")
         plan = _ready(plan, progress)
         files = render(plan)
-        try_apps(plan, files, lambda name, reason: (
-            f"reload refused: service '{name}' cannot load its app: {reason}; the running "
-            "stack is untouched; fix it and run `wsgistack reload` again"))
+        try_apps(plan, files, "; reload refused: the running stack is untouched; fix it and "
+                 "run `wsgistack reload` again")
         changed = _write(plan, files, progress)
         return _signal_reload(plan, state, changed, progress)
 

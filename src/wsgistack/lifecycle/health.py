@@ -7,6 +7,7 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
 from wsgistack.errors import ServerError
@@ -43,22 +44,42 @@ def log_tail(path: str, lines: int = 1) -> str:
     return " | ".join(kept[-lines:])
 
 
-def diagnose(plan: Plan, svc: ServicePlan, timeout: float = 120.0, entry: str = "") -> str:
+class Diagnosis(NamedTuple):
+    reason: str  # one line; "" when the app loads
+    detail: str = ""  # the trial's whole output (the app's traceback), for -v
+
+
+def diagnose(plan: Plan, svc: ServicePlan, timeout: float = 120.0,
+             entry: str = "") -> Diagnosis:
     """Build the app in a fresh interpreter, as its user with its environment, to find out
-    whether loading it is what fails ("" when it loads)."""
+    whether loading it is what fails."""
     try:
         out = subprocess.run(
             [svc.python, entry or svc.entry, "--check"], capture_output=True, text=True,
             timeout=timeout, check=False, **as_service(plan, svc),
         )
     except subprocess.TimeoutExpired:
-        return f"loading it did not finish in {timeout:g}s (it hangs at import?)"
+        return Diagnosis(f"loading it did not finish in {timeout:g}s (it hangs at import?)")
     except OSError as exc:
-        return f"{svc.python}: {exc.strerror}"
+        return Diagnosis(f"{svc.python}: {exc.strerror}")
     if out.returncode == 0:
-        return ""
-    lines = (out.stderr or out.stdout).strip().splitlines()
-    return lines[-1].removeprefix("error: ") if lines else f"exit code {out.returncode}"
+        return Diagnosis("")
+    text = (out.stderr or out.stdout).strip()
+    lines = text.splitlines()
+    return Diagnosis(lines[-1].removeprefix("error: ") if lines
+                     else f"exit code {out.returncode}", text)
+
+
+def cannot_load(svc: ServicePlan, found: Diagnosis, what: str = "cannot load its app",
+                then: str = "") -> ServerError:
+    """`service 'api' cannot load its app: <the loader's line>`, its advice speaking of the
+    service's own keys, and the traceback kept for -v."""
+    reason = found.reason.replace("the service's ", f"services.{svc.name}.")
+    if "; " not in reason:  # no advice of the loader's own (a hang, an interpreter)
+        reason += f"; fix services.{svc.name}.app"
+    error = ServerError(f"service '{svc.name}' {what}: {reason}{then}")
+    error.detail = found.detail
+    return error
 
 
 def wait_healthy(plan: Plan, running: list[Running],
@@ -87,9 +108,9 @@ def wait_healthy(plan: Plan, running: list[Running],
                 progress(f"{name} healthy")
             elif status >= 500 and not plan.front_port:
                 # A server that answers 5xx is up but the app may not be: ask the loader.
-                reason = diagnose(plan, svc, timeout=max(left, DIAGNOSE_AFTER_TIMEOUT))
-                if reason:
-                    raise failure(plan, svc, proc, f"cannot load its app: {reason}")
+                found = diagnose(plan, svc, timeout=max(left, DIAGNOSE_AFTER_TIMEOUT))
+                if found.reason:
+                    raise cannot_load(svc, found, then=f"; log: {log_tail(proc.log)}")
         if pending and time.monotonic() > deadline:
             name, svc = next(iter(pending.items()))
             raise failure(
@@ -133,11 +154,8 @@ def workers_ready(proc: Running) -> bool:
 
 def failure(plan: Plan, svc: ServicePlan, proc: Running, what: str,
             diagnose_for: float = 60.0) -> ServerError:
-    reason = "" if "cannot load" in what else diagnose(plan, svc, diagnose_for)
-    if reason:  # what happened, then why
-        what = f"{what}: cannot load its app: {reason}"
-        fix = f"fix services.{svc.name}.app or install what it imports"
-    else:
-        fix = f"see `wsgistack logs {svc.name}`"
-    tail = log_tail(proc.log)
-    return ServerError(f"service '{svc.name}' {what}; log: {tail or '(empty)'}; {fix}")
+    found = diagnose(plan, svc, diagnose_for)
+    tail = f"; log: {log_tail(proc.log) or '(empty)'}"
+    if found.reason:  # what happened, then why
+        return cannot_load(svc, found, f"{what}: cannot load its app", tail)
+    return ServerError(f"service '{svc.name}' {what}{tail}; see `wsgistack logs {svc.name}`")

@@ -105,9 +105,50 @@ def listeners(plan: Plan) -> list[tuple[int, str]]:
     if plan.front_port:
         return [(plan.front_port, "[stack] base_port")]
     return [
-        (s.port, f"services.{s.name}.port" if s.config.port else "[stack] base_port")
+        (s.port, f"services.{s.name}.port" if s.config.port else
+         f"services.{s.name}.port, or [stack] base_port ({plan.base_port}) and up, which "
+         "gives it the next number in manifest order")
         for s in plan.services
     ]
+
+
+def _listening_inodes(port: int) -> set[str]:
+    """The socket inodes listening on `port` (any address), from the kernel's tables."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table, encoding="ascii") as fh:
+                rows = fh.read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            cols = row.split()
+            if len(cols) > 9 and cols[3] == "0A" and int(cols[1].rsplit(":", 1)[1], 16) == port:
+                found.add(cols[9])
+    return found
+
+
+def holder(port: int) -> str:
+    """`pid 123 (nginx: master process ...)` listening on `port`, where the system tells
+    ("" when it does not: another user's process, for one not root)."""
+    inodes = {f"socket:[{i}]" for i in _listening_inodes(port)}
+    if not inodes:
+        return ""
+    with os.scandir("/proc") as entries:
+        for entry in entries:
+            if entry.name.isdigit() and _holds(entry.name, inodes):
+                cmd = Path(f"/proc/{entry.name}/cmdline").read_bytes()
+                shown = cmd.replace(b"\0", b" ").decode(errors="replace").strip()
+                return f"pid {entry.name} ({shown[:80]})"
+    return ""
+
+
+def _holds(pid: str, inodes: set[str]) -> bool:
+    try:
+        with os.scandir(f"/proc/{pid}/fd") as fds:
+            return any(os.readlink(fd.path) in inodes for fd in fds)
+    except OSError:
+        return False
 
 
 def check_ports(plan: Plan) -> None:
@@ -118,10 +159,12 @@ def check_ports(plan: Plan) -> None:
             try:
                 sock.bind((plan.host, port))
             except OSError as exc:
-                why = "is in use by another program" if exc.errno == errno.EADDRINUSE else str(exc)
+                who = holder(port) if exc.errno == errno.EADDRINUSE else ""
+                why = (f"is in use by {who}" if who else "is in use by another program"
+                       ) if exc.errno == errno.EADDRINUSE else str(exc)
                 raise ServerError(
                     f"{plan.source}: port {port} on {plan.host} ({key}) {why}; stop that "
-                    f"program or choose another port with {key}"
+                    "program or choose another port there"
                 ) from None
 
 

@@ -100,6 +100,7 @@ class StackState:
     base_port: int | None  # given by `up --base-port`: `reload` keeps it
     procs: tuple[Running, ...]
     services: tuple[ServiceRecord, ...]
+    manifest_id: str = ""  # the manifest file, absolute ("" in states written before it)
 
     def serving(self, service: str) -> list[Running]:
         """The processes a service needs: its own first, then a front end."""
@@ -115,6 +116,7 @@ def save_state(plan: Plan, running: list[Running]) -> None:
     server = servers(plan)
     doc = {
         "stack": plan.name, "backend": plan.backend, "manifest": plan.source,
+        "manifest_id": plan.manifest_id,
         "base_port": plan.base_port if plan.base_port_given else None,
         "procs": [{"name": r.name, "pid": r.pid, "started": r.started, "log": r.log,
                    "serves": list(r.serves)} for r in running],
@@ -134,6 +136,7 @@ def load_state(state_dir: str) -> StackState | None:
         doc = json.loads(path.read_text(encoding="utf-8"))
         return StackState(
             stack=doc["stack"], backend=doc["backend"], manifest=doc["manifest"],
+            manifest_id=doc.get("manifest_id", ""),
             base_port=doc.get("base_port"),
             procs=tuple(Running(p["name"], p["pid"], p["started"], p["log"],
                                 tuple(p["serves"])) for p in doc["procs"]),
@@ -405,4 +408,4 @@ def stop(running: Iterable[Running], state_dir: str, grace: float = STOP_GRACE,
             reap(pid)
         pending = {p for p in pending if pid_alive(p)}
         time.sleep(0.01)
-    return sorted({r.pid for r in leaders} | set(strays))
+    return sorted(family | set(strays))  # every process, workers included

@@ -466,9 +466,7 @@ def _try_apps(plan: Plan) -> None:
     """Each app loaded from its new entry as its user, in a throwaway process, before
     anything is written where the servers read (as `up` and `reload` do)."""
     try:
-        runtime.try_apps(plan, get(plan.backend).render(plan), lambda name, reason: (
-            f"service '{name}' cannot load its app: {reason}; fix services.{name}.app; the "
-            "host is left as it was"))
+        runtime.try_apps(plan, get(plan.backend).render(plan), "; the host is left as it was")
     finally:
         shutil.rmtree(plan.path("preflight"), ignore_errors=True)
 
