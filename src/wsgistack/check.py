@@ -12,6 +12,8 @@ import dataclasses
 import hashlib
 import http.client
 import json
+import mimetypes
+import shlex
 import socket
 import threading
 import time
@@ -195,32 +197,50 @@ class Check:
 
 @dataclass(frozen=True)
 class PathCheck:
-    """A request of the user's own (`--path "METHOD PATH [@BODYFILE]"`): its status, type
-    and size are compared."""
+    """A request of the user's own (`--path "METHOD /PATH [@BODYFILE] [-H 'Name: value']"`):
+    its status, type and size are compared. A body's Content-Type, unless given, follows its
+    file's extension (an API answers 400 or 415 to a JSON body sent without one)."""
 
     method: str
     path: str
     body_file: str = ""
+    headers: tuple[tuple[str, str], ...] = ()
+    label: str = ""  # its row's name
 
     @classmethod
     def parse(cls, text: str) -> PathCheck:
-        parts = text.split()
-        if len(parts) not in (2, 3) or not parts[1].startswith("/") or (
-                len(parts) == 3 and not parts[2].startswith("@")):
-            raise ServerError(f"--path '{text}': write it as \"METHOD /PATH\" or \"METHOD /PATH "
-                              "@BODYFILE\", the path under the service's prefix")
-        body_file = parts[2][1:] if len(parts) == 3 else ""
+        usage = (f"--path '{text}': write it as \"METHOD /PATH [@BODYFILE] [-H 'Name: "
+                 "value']...\", the path under the service's prefix")
+        try:
+            words = shlex.split(text)
+        except ValueError as exc:
+            raise ServerError(f"{usage} ({exc})") from None
+        if len(words) < 2 or not words[1].startswith("/"):
+            raise ServerError(usage)
+        body_file, headers, rest = "", [], words[2:]
+        while rest:
+            word = rest.pop(0)
+            if word.startswith("@") and not body_file:
+                body_file = word[1:]
+            elif word == "-H" and rest and ":" in rest[0]:
+                name, _, value = rest.pop(0).partition(":")
+                headers.append((name.strip(), value.strip()))
+            else:
+                raise ServerError(usage)
         if body_file and not Path(body_file).is_file():
             raise ServerError(f"--path '{text}': no such file {body_file}")
-        return cls(parts[0].upper(), parts[1], body_file)
-
-    @property
-    def label(self) -> str:
-        return f"{self.method} {self.path}" + (f" @{self.body_file}" if self.body_file else "")
+        label = " ".join([words[0].upper(), words[1],
+                          *([f"@{Path(body_file).name}"] if body_file else []),
+                          *(f"-H {n}" for n, _ in headers)])  # names only: values may be keys
+        if body_file and not any(n.lower() == "content-type" for n, _ in headers):
+            kind = mimetypes.guess_type(body_file)[0]
+            headers.append(("Content-Type", kind or "application/octet-stream"))
+        return cls(words[0].upper(), words[1], body_file, tuple(headers), label)
 
     def __call__(self, t: Target) -> str:
         body = Path(self.body_file).read_bytes() if self.body_file else None
-        status, kind, data = _fetch(t, self.method, self.path, body=body)
+        status, kind, data = _fetch(t, self.method, self.path, body=body,
+                                    headers=dict(self.headers))
         if not status:
             return data.decode()
         return f"HTTP {status}, {kind.split(';')[0] or '-'}, {len(data)} B"
@@ -318,19 +338,37 @@ def diverging(results: dict[str, dict[str, str]], rows: list[Check]) -> list[str
             if not c.kind.endswith("info") and len({r[c.name] for r in results.values()}) > 1]
 
 
-def matrix(results: dict[str, dict[str, str]], rows: list[Check]) -> list[list[str]]:
+def matrix(results: dict[str, dict[str, str]], rows: list[Check]) -> list[dict[str, Any]]:
+    """Each row that applies to the app: its mark (same, DIFF, info) and value per backend.
+    The probe's rows are left out for another app (they would all say "-")."""
     differ = set(diverging(results, rows))
-    table = []
+    out = []
     for c in rows:
-        values = [results[b][c.name] for b in results]
-        if c.kind.endswith("info"):
-            mark = "info"
-        elif c.name in differ:
-            mark = "DIFF"
-        else:
-            mark = "n/a" if set(values) == {"-"} else "same"  # the probe's rows, another app
-        table.append([mark, c.name, *values])
-    return table
+        values = {b: results[b][c.name] for b in results}
+        if set(values.values()) == {"-"}:
+            continue
+        mark = "info" if c.kind.endswith("info") else "DIFF" if c.name in differ else "same"
+        out.append({"mark": mark, "check": c.name, "values": values})
+    return out
+
+
+def text(table: list[dict[str, Any]]) -> str:
+    """The matrix within 100 columns: a value all backends share on the row itself, else a
+    line per backend under it."""
+    if not table:
+        return ""
+    backends = list(table[0]["values"])
+    width = max(len(r["check"]) for r in table)
+    lines = [f"backends: {', '.join(backends)}"]
+    for row in table:
+        values = set(row["values"].values())
+        head = f"{row['mark']:<4}  {row['check']:<{width}}"
+        if len(values) == 1:
+            lines.append(f"{head}  {values.pop()}".rstrip())
+            continue
+        lines.append(head.rstrip())
+        lines += [f"      {b:<14}{v}" for b, v in row["values"].items()]
+    return "\n".join(lines)
 
 
 def select(spec: str) -> list[str]:

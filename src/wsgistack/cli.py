@@ -340,11 +340,16 @@ def cmd_check(args: argparse.Namespace) -> int:
                                  lambda msg: _say(f"  {msg}"), paths, args.strict,
                                  args.base_port or 0)
     rows = check.checks(paths, args.strict)
+    differ = check.diverging(results, rows)
+    if args.format == "json":
+        _show(json.dumps({"service": args.service, "backends": list(results),
+                          "rows": check.matrix(results, rows), "skipped": skipped,
+                          "diverging": differ}, indent=1))
+        return 1 if differ or skipped else 0
     if results:
-        _show(table(check.matrix(results, rows), ("", "check", *results)))
+        _show(check.text(check.matrix(results, rows)))
     for backend, why in skipped.items():
         _show(f"{backend}: could not run: {why}")
-    differ = check.diverging(results, rows)
     if differ:
         _say(f"backends diverge on: {', '.join(differ)}")
     elif results:
@@ -597,8 +602,11 @@ def parser() -> argparse.ArgumentParser:
     p = add("check", cmd_check, "run one service under each backend and compare, side by side")
     p.add_argument("service")
     p.add_argument("--backends", default="all", help="'all' or a comma-separated list")
-    p.add_argument("--path", action="append", default=[], metavar="'METHOD /PATH [@FILE]'",
-                   help="a request of your own, compared too (repeatable; @FILE: its body)")
+    p.add_argument("--path", action="append", default=[],
+                   metavar="'METHOD /PATH [@FILE] [-H \"Name: value\"]...'",
+                   help="a request of your own, compared too (repeatable; @FILE: its body, "
+                   "its Content-Type from the file's extension unless -H gives one)")
+    p.add_argument("--format", choices=["text", "json"], default="text")
     p.add_argument("--strict", action="store_true",
                    help="put wsgiref's PEP 3333 validator in front of the app, as a row")
     p.add_argument("--base-port", type=_port,
