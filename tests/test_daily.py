@@ -263,3 +263,18 @@ def test_version_and_bash_completion(tmp_path: Path) -> None:
                          env={**os.environ}).stdout.splitlines()
     assert out[0] == "status"
     assert {"--lines", "--verbose", "--help"} <= set(out[1].split())
+
+
+def test_an_entry_runs_from_any_directory(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "notes_api.py").write_text(
+        "def app(environ, start_response):\n"
+        "    start_response('200 OK', [])\n    return [b'ok']\n")
+    made = subprocess.run([sys.executable, "-m", "wsgistack", "entry", "notes_api:app", "-o",
+                           "entry.py"], cwd=project, capture_output=True, text=True)
+    assert made.returncode == 0, made.stderr
+    ran = subprocess.run([sys.executable, str(project / "entry.py"), "--check"], cwd="/",
+                         capture_output=True, text=True)
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.startswith("ok: notes_api:app loads ")

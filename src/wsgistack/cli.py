@@ -299,7 +299,10 @@ def _pairs(items: Sequence[str], flag: str) -> dict[str, str]:
 def cmd_entry(args: argparse.Namespace) -> int:
     spec = entry.EntrySpec(
         app=args.spec, name=args.name or Path(args.output).stem, env=_pairs(args.env, "--env"),
-        args=args.arg, python_path=args.python_path, mount=args.prefix.rstrip("/"),
+        args=args.arg, python_path=[str(Path(p).absolute()) for p in args.python_path],
+        mount=args.prefix.rstrip("/"),
+        # Where the spec was named: a module or script beside it loads from any directory.
+        working_dir=str(Path.cwd()),
     )
     if args.no_check:
         Path(args.output).write_text(entry.render(spec), encoding="utf-8")
