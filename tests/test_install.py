@@ -4,6 +4,7 @@ logrotate -d). Regenerate with WSGISTACK_UPDATE_GOLDEN=1 and review the diff."""
 
 from __future__ import annotations
 
+import grp
 import os
 import re
 import shutil
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import assert_golden, run_cli
+from tests.conftest import assert_golden, run_cli, user_exists
 from wsgistack import manifest
 from wsgistack.host import DEFAULT_PATH, Host
 from wsgistack.targets import install
@@ -207,3 +208,28 @@ def test_a_bad_certificate_or_key_is_one_line(tmp_path, files, backend, message)
     assert len(res.err.strip().splitlines()) == 1
     assert re.match(message, res.err.strip()), res.err
     assert not os.path.exists("/etc/wsgistack/tls")
+
+
+def test_root_again_with_another_backend_replaces_the_tree_readable_by_its_readers(tmp_path):
+    """The tree as written works: each file readable by the user that reads it (the entry
+    by the app's user, as on a host), and a second install replaces the first."""
+    first = _written(tmp_path, EXAMPLE, "nginx+uwsgi")
+    assert (first / "etc/nginx/sites-available/wsgistack-example").is_file()
+    root = _written(tmp_path, EXAMPLE, "gunicorn")
+    files = {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()}
+    assert not [f for f in files if "nginx" in f or "uwsgi" in f], files
+    assert "etc/systemd/system/wsgistack-example-probe.service" in files
+    assert f"var/lib/wsgistack/example/{install.RECORD}" in files
+    if os.geteuid() != 0 or not user_exists("wsgistack"):
+        pytest.skip("owners are set only as root, for users that exist")
+    entry = root / "etc/wsgistack/example/entries/probe/wsgistack_entry_probe.py"
+    assert (entry.stat().st_gid, stat.S_IMODE(entry.stat().st_mode)) == (
+        grp.getgrnam("wsgistack").gr_gid, 0o640)
+    tmp_path.chmod(0o711)  # a tree unpacked where its readers can reach it
+    read = subprocess.run(["runuser", "-u", "wsgistack", "--", "cat", str(entry)],
+                          capture_output=True, text=True, check=False)
+    assert read.returncode == 0 and "WSGI entry for probe" in read.stdout, read.stderr
+
+    gone = run_cli("-f", str(EXAMPLE), "uninstall", "--root", str(root))
+    assert gone.code == 0, gone.err
+    assert not [p for p in root.rglob("*") if p.is_file()]

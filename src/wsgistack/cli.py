@@ -433,7 +433,8 @@ def cmd_uninstall(args: argparse.Namespace) -> int:
     from wsgistack.targets import install
 
     name = args.name or _load(args).stack.name
-    install.uninstall(name, lambda msg: _say(f"  {msg}"), purge=args.purge)
+    install.uninstall(name, lambda msg: _say(f"  {msg}"), purge=args.purge,
+                      under=str(Path(args.root).absolute()) if args.root else "")
     return 0
 
 
@@ -635,6 +636,7 @@ def parser() -> argparse.ArgumentParser:
             "unless --purge")
     p.add_argument("--purge", action="store_true", help="also remove data and logs")
     p.add_argument("--name", help="the installed stack (default: the manifest's name)")
+    p.add_argument("--root", metavar="DIR", help="remove a tree `install --root DIR` wrote")
     p = add("cluster", cmd_cluster, "HAProxy in front of the [cluster] nodes: start it, "
             "stop it, or show each node's state per service as HAProxy sees it")
     p.add_argument("action", choices=["up", "down", "status"])

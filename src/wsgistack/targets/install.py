@@ -21,7 +21,7 @@ import stat
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
@@ -177,10 +177,46 @@ def changes(layout: Layout, under: str = "") -> list[tuple[str, str]]:
     return out
 
 
-def write_tree(layout: Layout, under: str) -> None:
-    """`--root DIR`: the same files under DIR, owned by whoever runs it."""
+def write_tree(layout: Layout, under: str, name: str, backend: str) -> list[HostFile]:
+    """`--root DIR`: the same files under DIR, owned as on the host where this user may set
+    owners (root, and the users exist), with a record of its own: an earlier tree of the same
+    stack is replaced (what it had and this one has not is removed). Returns the files whose
+    owner could not be set."""
+    old = Record.read(name, under)
+    files = {f.path for f in layout.files if f.text is not None}
+    dirs = {f.path for f in layout.files if f.text is None}
+    if old:
+        _remove_tree(old, under, keep=files | dirs)
+    unowned = []
     for f in layout.files:
-        _write(f, under, chown=False)
+        owned = os.geteuid() == 0 and _ids(f) != (-1, -1)
+        _write(f, under, chown=owned)
+        if not owned and f.text is not None and (f.user, f.group) != _me():
+            unowned.append(f)
+    record = Record(stack=name, backend=backend, files=tuple(sorted(files)),
+                    dirs=tuple(sorted(dirs)), site_link=layout.site_link)
+    _write(HostFile(record_path(name), json.dumps(dataclasses.asdict(record), indent=1),
+                    0o600), under, chown=False)
+    return unowned
+
+
+def _me() -> tuple[str, str]:
+    return pwd.getpwuid(os.getuid()).pw_name, grp.getgrgid(os.getgid()).gr_name
+
+
+def _remove_tree(rec: Record, under: str, keep: Collection[str] = ()) -> list[str]:
+    """What a tree's record lists (but `keep`), removed from under DIR; directories only
+    once empty."""
+    removed = []
+    for path in (*rec.files, rec.site_link):
+        if path and path not in keep and os.path.lexists(under + path):
+            os.unlink(under + path)
+            removed.append(path)
+    for directory in sorted(rec.dirs, reverse=True):
+        if directory not in keep:
+            with contextlib.suppress(OSError):
+                os.rmdir(under + directory)
+    return removed
 
 
 class Undo:
@@ -407,7 +443,9 @@ def install(manifest: Manifest, backend: str, progress: Progress, *, port: int =
     if under:
         layout = layout_of(plan, manifest)
         if tree:
-            write_tree(layout, under)
+            for f in write_tree(layout, under, plan.name, plan.backend):
+                progress(f"{under}{f.path}: owned by you, not {f.user}:{f.group} as on a "
+                         f"host: `chown {f.user}:{f.group}` it where the tree is unpacked")
         return layout
     check_tls(plan)
     undo = Undo()
@@ -490,9 +528,9 @@ class Record:
     ports: tuple[int, ...] = ()
 
     @classmethod
-    def read(cls, name: str) -> Record | None:
+    def read(cls, name: str, under: str = "") -> Record | None:
         try:
-            data = json.loads(Path(record_path(name)).read_text(encoding="utf-8"))
+            data = json.loads(Path(under + record_path(name)).read_text(encoding="utf-8"))
             fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v
                                       for k, v in data.items()}
             return cls(**fields)
@@ -630,13 +668,19 @@ def _front_reload(server: str) -> None:
             _check(["nginx"], "starting nginx", env=CLEAN_ENV)
 
 
-def uninstall(name: str, progress: Progress, purge: bool = False) -> list[str]:
+def uninstall(name: str, progress: Progress, purge: bool = False,
+              under: str = "") -> list[str]:
     """Remove exactly what install wrote (its record says what), keep data and logs unless
-    `purge`."""
-    rec = Record.read(name)
+    `purge`. `under`: a tree written with --root DIR, where nothing runs."""
+    rec = Record.read(name, under)
     if rec is None:
-        raise ServerError(f"stack '{name}' is not installed (no {record_path(name)}); "
+        raise ServerError(f"stack '{name}' is not installed (no {under}{record_path(name)}); "
                           "nothing to remove")
+    if under:
+        removed = _remove_tree(rec, under)
+        os.unlink(under + record_path(name))
+        progress(f"removed {len(removed)} file(s) of stack '{name}' from {under}")
+        return removed
     if rec.units:
         _disable(rec.units)
     removed = []
