@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 import urllib.request
 import zipfile
 from pathlib import Path
@@ -278,3 +280,48 @@ def test_an_entry_runs_from_any_directory(tmp_path: Path) -> None:
                          capture_output=True, text=True)
     assert ran.returncode == 0, ran.stderr
     assert ran.stdout.startswith("ok: notes_api:app loads ")
+
+
+@pytest.mark.live
+@pytest.mark.parametrize("backend", ["granian", "nginx+uwsgi"])
+def test_render_writes_the_commands_that_run_what_it_rendered(tmp_path: Path,
+                                                              backend: str) -> None:
+    port = free_port(1)
+    (tmp_path / "wsgistack.toml").write_text(
+        f'[stack]\nname = "r"\nbase_port = {port}\n'
+        '[services.probe]\napp = "wsgistack.apps.probe:application"\nprocesses = 1\n')
+    out = tmp_path / "out"
+    tmp_path.chmod(0o711)  # nginx's workers (www-data) reach the socket under it
+    res = subprocess.run([sys.executable, "-m", "wsgistack", "render", "--backend", backend,
+                          "-o", str(out)], cwd=tmp_path, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.splitlines()[-1] == str(out / "commands.sh")
+    script = out / "commands.sh"
+    assert oct(script.stat().st_mode & 0o777) == "0o700"
+    run = subprocess.Popen(["sh", str(script)], start_new_session=True)
+    try:
+        deadline = time.monotonic() + 30
+        answer = None
+        while time.monotonic() < deadline and answer is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/probe/x", timeout=2) as r:
+                    answer = json.loads(r.read())
+            except OSError:
+                time.sleep(0.1)
+        assert answer is not None and answer["PATH_INFO"] == "/x"
+    finally:
+        os.killpg(run.pid, signal.SIGTERM)  # the script and every server it started
+        run.wait(timeout=30)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and _group_alive(run.pid):
+            time.sleep(0.05)
+        left = _group_alive(run.pid)
+        if left:
+            os.killpg(run.pid, signal.SIGKILL)
+        assert not left, "a server outlived the SIGTERM"
+
+
+def _group_alive(pgid: int) -> bool:
+    pids = [int(name) for name in os.listdir("/proc") if name.isdigit()]
+    stats = [processes.proc_stat(pid) for pid in pids]
+    return any(len(f) > 3 and int(f[2]) == pgid and f[0] != "Z" for f in stats)

@@ -258,9 +258,15 @@ def cmd_render(args: argparse.Namespace) -> int:
     if not args.no_check:
         for note in runtime.try_rendered(p, files):
             _say(f"wsgistack: not loaded before writing: {note}")
+    access.layout(p)  # the directories the commands log, listen and keep data in
     access.write_rendered(p, files)  # as under the state dir: entries hold env values
+    script = out / "commands.sh"
+    access.make_file(p, str(script), 0o700, text=runtime.commands_sh(p))
+    for item in runtime.still_to_make(p):
+        _say(f"wsgistack: `up` would still make {item}")
     for rel in sorted(files):
         _show(str(out / rel))
+    _show(str(script))
     return 0
 
 

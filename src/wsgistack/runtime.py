@@ -8,8 +8,11 @@ order, and holds the state dir's lock while it does.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+import pwd
+import shlex
 import shutil
 import signal
 import time
@@ -121,6 +124,47 @@ def _not_tried(plan: Plan, svc: ServicePlan) -> str:
     if plan.root and not preflight.reachable(plan.state, svc.user):
         return f"{svc.user} cannot reach {plan.state}"
     return ""
+
+
+def still_to_make(plan: Plan) -> list[str]:
+    """What `up` would make before the first start that `render` does not write: one line
+    each (users, venvs, rendered templates, setup commands)."""
+    todo = []
+    for user in sorted({s.user for s in plan.services if s.identity.create}):
+        with contextlib.suppress(KeyError):
+            pwd.getpwnam(user)
+            continue
+        todo.append(f"the system user {user}: adduser --system --group --no-create-home {user}")
+    venvs: set[str] = set()
+    for svc in plan.services:
+        prov = svc.provision
+        if prov.venv_base and svc.python_home not in venvs and not os.path.exists(svc.python):
+            venvs.add(svc.python_home)
+            todo.append(f"{svc.python_home}: {prov.venv_base} -m venv {svc.python_home} && "
+                        f"{svc.python_home}/bin/pip install {shlex.join(prov.packages)}")
+        todo += [f"{target}: rendered from {source}" for target, source in prov.templates]
+        todo += [f"{svc.name}'s setup: {shlex.join(cmd)}" for cmd in prov.setup]
+    return todo
+
+
+def commands_sh(plan: Plan) -> str:
+    """The servers' exact command lines, as `up` starts them, for a person or a supervisor
+    of their own: `render` writes it beside the configs it names."""
+    lines = ["#!/bin/sh",
+             f"# The servers of stack '{plan.name}' ({plan.backend}) as `wsgistack up` starts "
+             "them, each in the foreground.",
+             "# Written by `wsgistack render`; run as root when a command names a user.",
+             *(f"# Before the first start, `up` also makes {item}"
+               for item in still_to_make(plan)),
+             "set -e"]
+    for proc in get(plan.backend).command(plan):
+        who = ["runuser", "-u", proc.user, *(["-g", proc.group] if proc.group else []),
+               "--"] if proc.user else []
+        env = [f"{k}={v}" for k, v in sorted(proc.env.items())]
+        command = shlex.join([*who, "env", "-i", *env, *proc.argv])
+        lines += [f"# {proc.name}: its log is {proc.log}",
+                  f"cd {shlex.quote(proc.cwd)} && {command} >> {shlex.quote(proc.log)} 2>&1 &"]
+    return "\n".join([*lines, "wait", ""])
 
 
 def try_rendered(plan: Plan, files: dict[str, str]) -> list[str]:
