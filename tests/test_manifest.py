@@ -89,7 +89,15 @@ def test_embedded_default_is_used_without_a_manifest(tmp_path):
     m = manifest.find(None, tmp_path)
     assert m.path == manifest.EMBEDDED
     assert [s.name for s in m.services] == ["catalog", "probe", "hello"]
-    assert m.state_path == tmp_path.resolve() / ".wsgistack"
+    assert m.state_path == tmp_path.resolve() / ".wsgistack-example"
+
+
+def test_each_manifest_file_has_a_state_dir_of_its_own(tmp_path):
+    for name, state in (("wsgistack.toml", ".wsgistack"), ("alpha.toml", ".wsgistack-alpha")):
+        (tmp_path / name).write_text('[services.a]\napp = "x:app"\n')
+        assert manifest.load(tmp_path / name).state_path == tmp_path.resolve() / state
+    (tmp_path / "beta.toml").write_text('[stack]\nstate_dir = "st"\n[services.a]\napp = "x:app"\n')
+    assert manifest.load(tmp_path / "beta.toml").state_path == tmp_path.resolve() / "st"
 
 
 def test_settings_reference_is_generated_and_committed():
