@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 import zipfile
 from pathlib import Path
@@ -44,7 +45,8 @@ def leaders(state: Path) -> list[int]:
 @pytest.mark.live
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_two_manifests_in_one_directory_keep_to_their_own(stack: Stack, backend: str) -> None:
-    alpha = two(stack.root, "alpha", free_port(2), backend)
+    alpha_port = free_port(2)
+    alpha = two(stack.root, "alpha", alpha_port, backend)
     beta = two(stack.root, "beta", free_port(2), backend)
     try:
         assert stack.cli("-f", str(alpha), "up", "--detach").code == 0
@@ -59,6 +61,7 @@ def test_two_manifests_in_one_directory_keep_to_their_own(stack: Stack, backend:
         assert found["alpha"]["manifest"] == str(alpha.resolve())
         assert found["beta"]["state_dir"] == str(b_state) and found["beta"]["health"] == "healthy"
 
+        _outside_every_prefix_is_the_same_404(a_state, alpha_port)
         status = stack.cli("-f", str(beta), "status", "--json")
         assert [s["name"] for s in json.loads(status.out)["services"]] == ["beta"]
         assert stack.cli("-f", str(beta), "reload").code == 0
@@ -70,6 +73,22 @@ def test_two_manifests_in_one_directory_keep_to_their_own(stack: Stack, backend:
     finally:
         stack.cli("-f", str(beta), "down")
         stack.cli("-f", str(alpha), "down")
+
+
+def _outside_every_prefix_is_the_same_404(state: Path, port: int) -> None:
+    """Status, type and body alike on every backend, and no line in any error log."""
+    logs = {p: p.read_text(errors="replace") for p in (state / "logs").glob("*.log")}
+    for method in ("GET", "POST"):
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/elsewhere?x=1", method=method,
+                                     data=b"{}" if method == "POST" else None)
+        with pytest.raises(urllib.error.HTTPError) as caught:
+            urllib.request.urlopen(req, timeout=10)
+        answer = caught.value
+        assert (answer.code, answer.headers["Content-Type"], answer.read()) == (
+            404, "text/plain", b"not found")
+    for path, before in logs.items():
+        new = path.read_text(errors="replace")[len(before):]
+        assert "elsewhere" not in new and "AH01630" not in new, (path, new)
 
 
 def test_a_state_dir_holding_another_manifests_stack_is_refused(stack: Stack) -> None:

@@ -284,6 +284,11 @@ def serve_static(app: WSGIApp, static: Sequence[tuple[str, str]], whitenoise: bo
     return static_first
 
 
+# The body of the 404 for a path outside every prefix, the same from every backend (Apache's
+# ErrorDocument and nginx's `return` send it as it is).
+NOT_FOUND = "not found"
+
+
 def mount(app: WSGIApp, prefix: str) -> WSGIApp:
     """Serve `app` under `prefix` for servers that pass the full path and no SCRIPT_NAME.
 
@@ -301,7 +306,7 @@ def mount(app: WSGIApp, prefix: str) -> WSGIApp:
             environ["SCRIPT_NAME"] = environ.get("SCRIPT_NAME", "") + prefix
             environ["PATH_INFO"] = path[len(prefix):]
             return app(environ, start_response)
-        return _plain(start_response, "404 Not Found", f"this server serves only {prefix}/")
+        return _plain(start_response, "404 Not Found", NOT_FOUND, newline=False)
 
     return mounted
 
@@ -643,9 +648,9 @@ def _too_large(start_response: Callable[..., Any], max_body: int,
 
 
 def _plain(start_response: Callable[..., Any], status: str, text: str,
-           close: bool = False) -> list[bytes]:
+           close: bool = False, newline: bool = True) -> list[bytes]:
     # A length lets keep-alive clients see where the answer ends.
-    body = (text + "\n").encode()
+    body = (text + ("\n" if newline else "")).encode()
     start_response(status, [("Content-Type", "text/plain"), ("Content-Length", str(len(body))),
                             *([("Connection", "close")] if close else [])])
     return [body]

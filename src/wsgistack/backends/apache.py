@@ -10,6 +10,7 @@ serves as www-data, which must then be able to reach the sockets (and entries) i
 from __future__ import annotations
 
 import math
+import re
 import shutil
 import signal
 from collections.abc import Sequence
@@ -23,7 +24,7 @@ from wsgistack.backends.base import (
     readable,
 )
 from wsgistack.backends.quoting import apache as q
-from wsgistack.loader import FORWARDED_HEADERS
+from wsgistack.loader import FORWARDED_HEADERS, NOT_FOUND
 from wsgistack.plan import Plan, ServicePlan
 
 MODULES = "/usr/lib/apache2/modules"
@@ -40,7 +41,8 @@ def capacity(plan: Plan) -> int:
 
 
 # What every Apache of ours loads (alias: `static` directories).
-BASE_MODULES = ("mpm_event", "authz_core", "reqtimeout", "setenvif", "headers", "alias")
+BASE_MODULES = ("mpm_event", "authz_core", "reqtimeout", "setenvif", "headers", "alias",
+                "rewrite")
 
 
 def module(name: str) -> str:
@@ -72,6 +74,20 @@ def sizing(plan: Plan) -> list[str]:
             f"MaxSpareThreads {servers * per_child}"]
 
 
+def outside_prefixes(plan: Plan) -> list[str]:
+    """A path outside every prefix: the 404 every backend gives (the entry's own, nginx's
+    `return`), decided before any file is looked at, so nothing lands in the error log."""
+    prefixes = sorted({s.prefix.rstrip("/") for s in plan.services}, key=len, reverse=True)
+    if "" in prefixes:  # a service at the root serves every path
+        return []
+    served = "|".join(re.escape(p) for p in prefixes)
+    return ["RewriteEngine On",
+            f"RewriteCond %{{REQUEST_URI}} {q(f'!^({served})(/|$)')}",
+            "RewriteRule ^ - [R=404,L,E=WSGISTACK_OUTSIDE:1]",
+            f"ErrorDocument 404 {q(NOT_FOUND)}",
+            'Header always set Content-Type "text/plain" env=WSGISTACK_OUTSIDE']
+
+
 def httpd_conf(plan: Plan, modules: list[str], body: list[str]) -> str:
     user = plan.front_user
     timeout = max(s.config.timeout for s in plan.services)
@@ -101,6 +117,7 @@ def httpd_conf(plan: Plan, modules: list[str], body: list[str]) -> str:
         "    Require all denied",
         "</Directory>",
         *forwarded_headers(plan),
+        *outside_prefixes(plan),
     ]
     return "\n".join([*head, *body]) + "\n"
 
@@ -143,6 +160,7 @@ def site_conf(plan: Plan, body: list[str], outside: Sequence[str] = ()) -> str:
                      f"SSLCertificateKeyFile {q(plan.tls[1])}"]
         elif plan.tls:
             head += _redirect(plan)
+        head += outside_prefixes(plan)
         lines += [f"<VirtualHost {host}:{port}>", *("    " + x for x in [*head, *body]),
                   "</VirtualHost>"]
     return "\n".join(lines) + "\n"

@@ -24,7 +24,7 @@ from wsgistack.backends.base import (
     static_access,
 )
 from wsgistack.backends.quoting import nginx as q
-from wsgistack.loader import FORWARDED_HEADERS, environ_key
+from wsgistack.loader import FORWARDED_HEADERS, NOT_FOUND, environ_key
 from wsgistack.plan import Plan, ServicePlan
 
 ID = "nginx+uwsgi"
@@ -81,6 +81,15 @@ def trusted_maps(plan: Plan) -> list[str]:
         header = "$http_" + h.lower().replace("-", "_")
         lines.append(f"    map {trusted} {_var(plan, h)} {{ 1 {header}; default \"\"; }}")
     return lines
+
+
+def outside(plan: Plan) -> list[str]:
+    """A path outside every prefix: the 404 every backend gives, with no file looked at
+    (nginx's default would be an HTML page, and an error-log line for the missing file)."""
+    if any(not s.prefix.rstrip("/") for s in plan.services):
+        return []
+    return ["        location / {", "            default_type text/plain;",
+            f'            return 404 "{NOT_FOUND}";', "        }"]
 
 
 def location(plan: Plan, svc: ServicePlan) -> list[str]:
@@ -162,7 +171,7 @@ def nginx_conf(plan: Plan) -> str:
     ]
     for svc in plan.services:
         lines += location(plan, svc)
-    lines += ["    }", "}"]
+    lines += [*outside(plan), "    }", "}"]
     return "\n".join(lines) + "\n"
 
 
@@ -192,7 +201,7 @@ def site(plan: Plan) -> Site:
                          "$request_uri; }")
         for svc in plan.services:
             lines += (x[4:] for x in location(plan, svc))
-        lines.append("}")
+        lines += [*(x[4:] for x in outside(plan)), "}"]
     return Site("nginx", "\n".join(lines) + "\n")
 
 
