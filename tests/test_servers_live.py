@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import FIXTURES, Stack, alive, assert_reloaded, free_port
+from tests.conftest import Stack, alive, assert_reloaded, free_port
 from wsgistack import loader
 from wsgistack.backends import BACKENDS, apache
 
@@ -239,8 +239,8 @@ python_path = ["{shared_stack.root / 'fixtures'}"]
     assert last == (
         "wsgistack: error: service 'bad' cannot load its app: cannot load app "
         "'broken:application': ModuleNotFoundError: No module named 'no_such_dependency_xyz' "
-        f"at {FIXTURES}/broken.py:1; install no_such_dependency_xyz where the app runs "
-        "(services.bad.requirements) or fix the import; nothing was started"), last
+        f"at {shared_stack.root}/fixtures/broken.py:1; install no_such_dependency_xyz where the "
+        "app runs (services.bad.requirements) or fix the import; nothing was started"), last
     assert shared_stack.pids() == []
 
 

@@ -233,18 +233,27 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
+    from wsgistack import logview
+
     m = _load(args)
     _state(m)
-    log = Path(m.state_path, "logs", f"{args.name}.log")
+    name = f"{args.name}-access" if args.access else args.name
+    log = Path(m.state_path, "logs", f"{name}.log")
     if not log.exists():
         known = sorted(p.stem for p in Path(m.state_path, "logs").glob("*.log"))
         raise WsgistackError(
-            f"no log for '{args.name}' in {log.parent}"
+            f"no log for '{name}' in {log.parent}"
             + (f"; logs there: {', '.join(known)}" if known else "; has the stack been up?")
         )
-    lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
+    try:
+        after = logview.since(args.since) if args.since else None
+    except ValueError as exc:
+        raise WsgistackError(str(exc)) from None
     _plan(args, m)  # what it holds of the manifest's secrets is masked
-    _show("\n".join(lines[-args.lines:]))
+    lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
+    _show("\n".join(list(logview.select(lines, after, args.errors))[-args.lines:]))
+    if args.follow:
+        logview.follow(log, _show, args.errors)
     return 0
 
 
@@ -585,6 +594,14 @@ def parser() -> argparse.ArgumentParser:
     p = add("logs", cmd_logs, "show a service's (or server process's) log")
     p.add_argument("name")
     p.add_argument("-n", "--lines", type=int, default=50)
+    p.add_argument("-f", "--follow", action="store_true",
+                   help="then print what is appended, across rotation, until Ctrl-C")
+    p.add_argument("--since", metavar="WHEN", help="lines from then on: 30s, 5m, 2h, 1d or "
+                   "an ISO time (a line without a time goes with the one before)")
+    show = p.add_mutually_exclusive_group()
+    show.add_argument("--access", action="store_true", help="the service's access log")
+    show.add_argument("--errors", action="store_true",
+                      help="only lines that report an error (with a traceback's lines)")
     p = add("render", cmd_render, "write the files a server would use, start nothing", True)
     p.add_argument("-o", "--output", required=True, help="directory to write into")
     p.add_argument("--target", choices=["local", "kubernetes"], default="local",
