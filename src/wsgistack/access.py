@@ -91,6 +91,7 @@ def layout(plan: Plan) -> None:
         make_dir(plan, plan.path("run"), GROUP_DIR, group=plan.front_user)
     else:
         make_dir(plan, plan.path("run"), PASS_THROUGH)
+    make_dir(plan, plan.path("run", "empty"), PASS_THROUGH)  # Apache's document root
     for svc in plan.services:
         # Listable by the service's group (imports list it); searchable by the front end's
         # workers, which look at the entry under mod_wsgi.
@@ -98,6 +99,9 @@ def layout(plan: Plan) -> None:
         if not plan.front_port:
             make_dir(plan, svc.run_dir, PRIVATE_DIR, svc.user, svc.group)
         make_dir(plan, svc.provision.data_dir, GROUP_DIR, svc.user, svc.group)
+        # What the app's own process writes: its access lines, and under mod_wsgi its log.
+        for log in (f"{svc.name}-access.log", f"{svc.name}.log"):
+            make_file(plan, plan.path("logs", log), GROUP_FILE, svc.user, svc.group)
 
 
 def service_files(plan: Plan) -> dict[str, ServicePlan]:

@@ -23,6 +23,9 @@ _LOADER_SOURCE = Path(loader.__file__).read_text(encoding="utf-8")
 # The loader's own docstring and __future__ import open the file; everything after them is
 # appended to a header of our own so the generated file still starts with a valid __future__.
 _LOADER_BODY = _LOADER_SOURCE.split("from __future__ import annotations\n", 1)[1]
+# Request ids and access lines (observe.py).
+_OBSERVE_BODY = (Path(__file__).parent / "observe.py").read_text(encoding="utf-8").split(
+    "# ---- copied into entries from here ----\n", 1)[1]
 # How an entry run as a command serves (standalone.py), after the loader whose names it uses.
 _STANDALONE_BODY = (Path(__file__).parent / "standalone.py").read_text(encoding="utf-8").split(
     "# ---- copied into entries from here ----\n", 1)[1]
@@ -54,6 +57,10 @@ class EntrySpec:
     static_whitenoise: bool = False
     spool: bool = False  # read a chunked body whole and give it a CONTENT_LENGTH
     read_unread: bool = False  # read what the app left of a body (uWSGI behind a front end)
+    access_log: str = ""  # where each request's line goes ("-": stdout; "": none)
+    access_format: str = "combined"  # or "json"
+    log_health: bool = False  # also log wsgistack's own health checks
+    errors_log: str = ""  # the app's stderr and wsgi.errors, where the server's go elsewhere
 
 
 def module_name(service: str) -> str:
@@ -85,6 +92,10 @@ STATIC_WHITENOISE = {static_whitenoise!r}
 SPOOL = {spool!r}
 READ_UNREAD = {read_unread!r}
 TRUSTED_PROXIES = {trusted_proxies!r}
+ACCESS_LOG = {access_log!r}
+ACCESS_FORMAT = {access_format!r}
+LOG_HEALTH = {log_health!r}
+ERRORS_LOG = {errors_log!r}
 
 _lock = _threading.Lock()
 _app = None
@@ -113,6 +124,10 @@ def get_application(args=None):
                 limited = read_unread(limited)
             if SPOOL:
                 limited = spool_chunked(limited, MAX_BODY)
+            networks = _networks(TRUSTED_PROXIES)
+            limited = observe(limited, NAME, ACCESS_LOG, ACCESS_FORMAT, LOG_HEALTH,
+                              lambda address: _trusted(address, networks),
+                              sys.stderr if ERRORS_LOG else None)
             _app = server_quirks(limited, TRUSTED_PROXIES, CHECK_HEADERS, HTTP_PROXIED,
                                  MAX_BODY)
     return _app
@@ -148,6 +163,8 @@ def main(argv=None):
 if __name__ == "__main__":
     sys.exit(main())
 else:
+    if ERRORS_LOG:  # imported by mod_wsgi: the app's output in its service's own log
+        sys.stderr = _errors_to(ERRORS_LOG)
     application = get_application()
 '''
 
@@ -170,9 +187,11 @@ def render(spec: EntrySpec) -> str:
         end_on_timeout=spec.end_on_timeout, check_headers=spec.check_headers,
         http_proxied=spec.http_proxied, static=[tuple(s) for s in spec.static],
         static_whitenoise=spec.static_whitenoise, spool=spec.spool,
-        read_unread=spec.read_unread,
+        read_unread=spec.read_unread, access_log=spec.access_log,
+        access_format=spec.access_format, log_health=spec.log_health,
+        errors_log=spec.errors_log,
     )
-    return header + _LOADER_BODY + _STANDALONE_BODY + runner
+    return header + _LOADER_BODY + _OBSERVE_BODY + _STANDALONE_BODY + runner
 
 
 def write_checked(spec: EntrySpec, output: Path, python: str = sys.executable) -> None:

@@ -835,6 +835,7 @@ def server_quirks(app: WSGIApp, trusted_proxies: Sequence[str] = (),
             if len(trust) > 4096:
                 trust.clear()
             trusted = trust[remote] = _trusted(remote, networks)
+        environ["wsgistack.trusted_peer"] = trusted  # for the request id and access line
         if trusted:
             proto = _forwarded_scheme(environ)
             if proto in ("http", "https"):

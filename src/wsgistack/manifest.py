@@ -87,6 +87,13 @@ class StackConfig:
         "redirect plain HTTP there, except from this machine (health checks, services "
         "calling each other); the apps see the scheme as https."
     )
+    access_log: str = setting(
+        "combined", "One line per request for each service, the same on every backend, in "
+        "`logs/NAME-access.log` (stdout in Kubernetes): `combined` (Apache's, with the "
+        "duration in µs, the request id, the app's own request id and the service appended), "
+        "`json`, or `off`.", choices=("combined", "json", "off"))
+    log_health: bool = setting(
+        False, "Also log wsgistack's own health checks in the access logs.")
     trusted_proxies: tuple[str, ...] = setting(
         (), "Addresses or CIDRs (`10.0.0.5`, `10.0.0.0/24`) whose forwarded headers count: "
         "`Forwarded`, `X-Forwarded-For/-Proto/-Host/-Port/-Prefix/-Ssl`; from any other "

@@ -158,6 +158,8 @@ class Plan:
     # nginx is the front end).
     target: str = "local"
     manifest_id: str = ""  # the manifest file, absolute: the owner recorded in the state
+    access_log: str = "combined"  # [stack] access_log
+    log_health: bool = False
     # Directories kept outside the state dir, by the name of the subdirectory they replace
     # (`install`: run/ in /run, logs/ in /var/log, data/ and venvs/ in /var/lib).
     dirs: Mapping[str, str] = field(default_factory=dict)
@@ -579,6 +581,7 @@ def build(manifest: Manifest, backend: BackendTraits, state: Path | None = None,
     services = [dataclasses.replace(s, env={**s.env, CATALOG_ENV: listed}) for s in services]
     return Plan(
         name=stack.name, source=manifest.path, manifest_id=manifest.identity,
+        access_log=stack.access_log, log_health=stack.log_health,
         backend=backend.ID, host=stack.host,
         state=where.state, front_port=where.front_port, base_port=stack.base_port,
         start_timeout=stack.start_timeout,

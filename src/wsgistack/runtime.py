@@ -79,7 +79,9 @@ def up(plan: Plan, progress: Callable[[str], None], after_up: bool = True) -> li
         try_apps(plan, files, "; nothing was started")
         running: list[Running] = []
         try:
-            for proc in get(plan.backend).command(plan):
+            procs = get(plan.backend).command(plan)
+            _mark_app_logs(plan, {p.log for p in procs})
+            for proc in procs:
                 running.append(processes.start(plan, proc))
                 processes.save_state(plan, running)
             health.wait_healthy(plan, running, progress)
@@ -89,6 +91,16 @@ def up(plan: Plan, progress: Callable[[str], None], after_up: bool = True) -> li
             stop_stack(plan.state, running)
             raise
     return running
+
+
+def _mark_app_logs(plan: Plan, written: set[str]) -> None:
+    """A service whose log no server process writes (mod_wsgi: the entry does) gets the
+    start's marker there too, so what `logs` shows of it is never an earlier run's."""
+    for svc in plan.services:
+        log = plan.path("logs", f"{svc.name}.log")
+        if log not in written:
+            with open(log, "ab") as fh:
+                processes.mark_log(fh, f"{svc.name} under {plan.backend}")
 
 
 TRIALS_AT_ONCE = 4  # apps loaded side by side: each may take a few hundred MiB

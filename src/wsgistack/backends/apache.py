@@ -74,6 +74,15 @@ def sizing(plan: Plan) -> list[str]:
             f"MaxSpareThreads {servers * per_child}"]
 
 
+def document_root(plan: Plan) -> list[str]:
+    """An empty directory as the document root: mod_wsgi looks PATH_INFO up under it
+    (PATH_TRANSLATED), which under Debian's /var/www/html and `Require all denied` logged an
+    AH01630 error for every request a service answered."""
+    empty = plan.path("run", "empty")
+    return [f"DocumentRoot {q(empty)}", f"<Directory {q(empty)}>", "    Require all granted",
+            "</Directory>"]
+
+
 def outside_prefixes(plan: Plan) -> list[str]:
     """A path outside every prefix: the 404 every backend gives (the entry's own, nginx's
     `return`), decided before any file is looked at, so nothing lands in the error log."""
@@ -117,6 +126,7 @@ def httpd_conf(plan: Plan, modules: list[str], body: list[str]) -> str:
         "    Require all denied",
         "</Directory>",
         *forwarded_headers(plan),
+        *document_root(plan),
         *outside_prefixes(plan),
     ]
     return "\n".join([*head, *body]) + "\n"
@@ -160,7 +170,7 @@ def site_conf(plan: Plan, body: list[str], outside: Sequence[str] = ()) -> str:
                      f"SSLCertificateKeyFile {q(plan.tls[1])}"]
         elif plan.tls:
             head += _redirect(plan)
-        head += outside_prefixes(plan)
+        head += [*document_root(plan), *outside_prefixes(plan)]
         lines += [f"<VirtualHost {host}:{port}>", *("    " + x for x in [*head, *body]),
                   "</VirtualHost>"]
     return "\n".join(lines) + "\n"

@@ -91,9 +91,17 @@ class Backend(Protocol):
     def requirements(self, plan: Plan) -> list[Requirement]: ...
 
 
+def access_log(plan: Plan, svc: ServicePlan) -> str:
+    """Where a service's access lines go: its own file, or a container's stdout."""
+    if plan.access_log == "off":
+        return ""
+    return "-" if plan.target == "kubernetes" else plan.path("logs", f"{svc.name}-access.log")
+
+
 def entry_files(plan: Plan, *, mount: bool, limits: str = "entry", own_timeout: bool = True,
                 check_headers: bool = False, http_proxied: bool = False,
-                serve_static: bool = False, read_unread: bool = False) -> dict[str, str]:
+                serve_static: bool = False, read_unread: bool = False,
+                own_errors: bool = False) -> dict[str, str]:
     """Entry files for every service, relative to the state dir.
 
     `mount`: the server passes the full path and no SCRIPT_NAME, so the entry splits the
@@ -109,6 +117,8 @@ def entry_files(plan: Plan, *, mount: bool, limits: str = "entry", own_timeout: 
     `serve_static`: the entry serves the services' static files (WhiteNoise); else it only
     answers 404 under their paths for what the server did not find. `read_unread`: a front
     end sends whole bodies to uWSGI, which must read them even after an early answer.
+    `own_errors`: the server sends the app's output to a log of its own (mod_wsgi: Apache's),
+    so the entry sends it to the service's.
     """
     files = {}
     for svc in plan.services:
@@ -123,8 +133,9 @@ def entry_files(plan: Plan, *, mount: bool, limits: str = "entry", own_timeout: 
             trusted_proxies=plan.trusted_proxies, http_proxied=http_proxied,
             static=svc.static, static_whitenoise=serve_static,
             spool=not cfg.upload,  # an upload service's bodies stream on
-            read_unread=read_unread,
-
+            read_unread=read_unread, access_log=access_log(plan, svc),
+            access_format=plan.access_log, log_health=plan.log_health,
+            errors_log=plan.path("logs", f"{svc.name}.log") if own_errors else "",
         )
         files[entry_file(svc)] = entry.render(spec)
     return files

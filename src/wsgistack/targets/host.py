@@ -110,6 +110,9 @@ def _logrotate(plan: Plan, kinds: dict[str, str], site: Site | None,
         else:
             how = ["    copytruncate"]
         out += [f"{log} {{", *common, *how, "}"]
+    if plan.access_log != "off":  # appended line by line (O_APPEND): safe to truncate
+        out += [" ".join(plan.path("logs", f"{s.name}-access.log") for s in plan.services)
+                + " {", *common, "    copytruncate", "}"]
     if site is not None:
         front = "apache" if site.server == "apache2" else "nginx"
         action = "reload" if site.server == "apache2" else "rotate"

@@ -495,6 +495,9 @@ def _prepare(plan: Plan, progress: Progress) -> None:
         access.make_dir(plan, path, mode, user, group)
     for svc in plan.services:
         access.make_dir(plan, svc.provision.data_dir, access.GROUP_DIR, svc.user, svc.group)
+        if plan.access_log != "off":  # the app's workers append to it
+            access.make_file(plan, plan.path("logs", f"{svc.name}-access.log"),
+                             access.GROUP_FILE, svc.user, svc.group)
     provision.prepare(plan, progress)
     provision.render_templates(plan)
     provision.run_setup(plan, progress)
