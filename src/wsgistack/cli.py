@@ -250,10 +250,13 @@ def cmd_logs(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise WsgistackError(str(exc)) from None
     _plan(args, m)  # what it holds of the manifest's secrets is masked
-    lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
-    _show("\n".join(list(logview.select(lines, after, args.errors))[-args.lines:]))
+    data = log.read_bytes()
+    shown = list(logview.select(data.decode("utf-8", "replace").splitlines(), after,
+                                args.errors))
+    if args.lines > 0 and shown:
+        _show("\n".join(shown[-args.lines:]))
     if args.follow:
-        logview.follow(log, _show, args.errors)
+        logview.follow(log, _show, args.errors, start=len(data))
     return 0
 
 

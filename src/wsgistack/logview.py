@@ -79,18 +79,23 @@ def select(lines: Iterable[str], after: datetime | None, errors: bool) -> Iterat
 
 
 def follow(path: Path, show: Callable[[str], None], errors: bool = False,
-           poll: float = 0.2, stop: Callable[[], bool] = lambda: False) -> None:
-    """Print what is appended to `path` from its end on, reopening it when it is rotated
-    (renamed away, or truncated); returns when `stop()` says so (Ctrl-C: KeyboardInterrupt)."""
-    handle = open(path, encoding="utf-8", errors="replace")  # noqa: SIM115 (reopened below)
-    handle.seek(0, os.SEEK_END)
+           poll: float = 0.2, stop: Callable[[], bool] = lambda: False,
+           start: int | None = None) -> None:
+    """Print what is appended to `path` from `start` (default: its end) on, reopening it
+    when it is rotated (renamed away, or truncated); returns when `stop()` says so (Ctrl-C:
+    KeyboardInterrupt)."""
+    handle = open(path, "rb")  # noqa: SIM115 (reopened below)
+    if start is None:
+        handle.seek(0, os.SEEK_END)
+    else:
+        handle.seek(start)
     inode = os.fstat(handle.fileno()).st_ino
     pending = ""
     try:
         while not stop():
             chunk = handle.read()
             if chunk:
-                pending += chunk
+                pending += chunk.decode("utf-8", "replace")
                 *complete, pending = pending.split("\n")
                 for line in select(complete, None, errors):
                     show(line)
@@ -102,7 +107,7 @@ def follow(path: Path, show: Callable[[str], None], errors: bool = False,
                 continue
             if current.st_ino != inode or current.st_size < handle.tell():
                 handle.close()
-                handle = open(path, encoding="utf-8", errors="replace")  # noqa: SIM115
+                handle = open(path, "rb")  # noqa: SIM115
                 inode = os.fstat(handle.fileno()).st_ino
                 continue
             time.sleep(poll)

@@ -15,7 +15,6 @@ import json
 import os
 import sys
 import time
-import uuid
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TextIO
 
@@ -145,7 +144,7 @@ def observe(app: Callable[..., Any], service: str, log_path: str, fmt: str = "co
         clock = time.perf_counter()
         given = environ.get("HTTP_X_REQUEST_ID", "")
         request_id = given if given and environ.get("wsgistack.trusted_peer") and \
-            len(given) <= 200 and given.isprintable() else uuid.uuid4().hex
+            len(given) <= 200 and given.isprintable() else os.urandom(16).hex()
         environ["HTTP_X_REQUEST_ID"] = request_id
         answer: dict[str, Any] = {}
 
@@ -183,6 +182,9 @@ def observe(app: Callable[..., Any], service: str, log_path: str, fmt: str = "co
             answer.setdefault("status", "500")
             done(0)
             raise
+        if type(result) is list:  # the whole answer at hand (most APIs): no wrapper needed
+            done(sum(map(len, result)))
+            return result
         return _Counted(result, done)
 
     return observed
