@@ -10,7 +10,10 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -188,3 +191,64 @@ def test_no_stale_lines_after_a_change_of_backend(shared: Stack) -> None:
     finally:
         shared.cli("down")
 
+
+
+def _query(port: int, expr: str) -> list[dict]:
+    url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+    try:
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            return json.loads(resp.read())["data"]["result"]
+    except OSError:  # not listening yet
+        return []
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_real_prometheus_counts_what_was_sent(shared: Stack, tmp_path: Path,
+                                                backend: str) -> None:
+    """Debian's Prometheus, scraping the stack's endpoint every second, answers with the
+    counts the test sent; a held request shows in flight."""
+    if not shutil.which("prometheus"):
+        pytest.skip("Debian's prometheus is not installed (tools/test.sh installs it)")
+    port, metrics_port, prom_port = free_port(2), free_port(1), free_port(1)
+    shared.write(manifest(port, backend).replace(
+        "trusted_proxies", f'metrics = "127.0.0.1:{metrics_port}"\ntrusted_proxies'))
+    assert shared.cli("up", "--detach").code == 0
+    config = tmp_path / "prometheus.yml"
+    config.write_text("global: {scrape_interval: 1s}\nscrape_configs:\n"
+                      "  - job_name: wsgistack\n"
+                      f"    static_configs: [{{targets: ['127.0.0.1:{metrics_port}']}}]\n")
+    server = subprocess.Popen(
+        ["prometheus", f"--config.file={config}", f"--storage.tsdb.path={tmp_path}/db",
+         f"--web.listen-address=127.0.0.1:{prom_port}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not _query(prom_port, "up == 1"):
+            time.sleep(0.2)  # readiness: Prometheus has scraped the stack once
+        assert _query(prom_port, "up == 1"), "Prometheus never scraped the stack"
+        sent = [send(port, "GET", "/probe/status/200")[0] for _ in range(7)]
+        sent += [send(port, "GET", "/probe/raise")[0] for _ in range(2)]
+        assert sent == [200] * 7 + [500] * 2
+        held = threading.Thread(target=send, args=(port, "GET", "/probe/sleep/4"))
+        held.start()  # in flight while Prometheus scrapes
+        want = {("probe", "200"): 7.0, ("probe", "500"): 2.0}
+        got: dict[tuple[str, str], float] = {}
+        in_flight = 0.0
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline and (got != want or in_flight < 1):
+            got = {(r["metric"]["service"], r["metric"]["code"]): float(r["value"][1])
+                   for r in _query(prom_port, "sum by (service, code) "
+                                   "(wsgistack_http_requests_total)")}
+            if got.get(("probe", "200"), 0) > 7:  # the held request, answered meanwhile
+                got[("probe", "200")] -= 1
+            flight = _query(prom_port, "max_over_time(wsgistack_http_requests_in_flight[1m])")
+            in_flight = max((float(r["value"][1]) for r in flight), default=0.0)
+            time.sleep(0.5)
+        held.join(timeout=30)
+        assert got == want and in_flight >= 1, (got, in_flight)
+        status = shared.cli("status", "--json")
+        assert json.loads(status.out)["metrics"] == f"http://127.0.0.1:{metrics_port}/metrics"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        shared.cli("down")

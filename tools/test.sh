@@ -3,7 +3,7 @@
 # (live tests start real servers on 127.0.0.1). Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-debs=(acl logrotate mmdebstrap chromium nodejs apache2 apache2-dev libapache2-mod-wsgi-py3 uwsgi uwsgi-plugin-python3 nginx haproxy wrk postgresql
+debs=(acl logrotate mmdebstrap chromium nodejs apache2 apache2-dev libapache2-mod-wsgi-py3 uwsgi uwsgi-plugin-python3 nginx haproxy wrk postgresql prometheus
       python3-venv python3-dev python3-pip)
 missing=()
 for deb in "${debs[@]}"; do

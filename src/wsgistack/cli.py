@@ -215,21 +215,44 @@ def cmd_status(args: argparse.Namespace) -> int:
               else f"stack '{m.stack.name}' is not up")
         return EXIT_NOT_UP
     rows, docs, healthy = [], [], True
+    rates = _rates(state.metrics)
     for svc in state.services:
         health_text, members = _service_status(state, svc)
         healthy &= health_text == "healthy"
+        rate = rates.get(svc.name, {})
         rows.append((svc.name, svc.url, state.backend, runtime.pid_of(state.procs, svc.name),
-                     health_text))
+                     health_text, rate.get("requests_per_second", "-"),
+                     rate.get("errors_5xx", "-")))
         docs.append({"name": svc.name, "url": svc.url, "health": health_text,
-                     "server": svc.server, "python": svc.python, "processes": members})
+                     "server": svc.server, "python": svc.python, "processes": members,
+                     **({"last_minute": rate} if rate else {})})
+    metrics = f"http://{state.metrics}/metrics" if state.metrics else ""
     if args.json:
         _show(json.dumps({"stack": m.stack.name, "up": True, "backend": state.backend,
-                          "services": docs, **({"cluster": view} if view else {})}, indent=1))
+                          "metrics": metrics, "services": docs,
+                          **({"cluster": view} if view else {})}, indent=1))
     else:
-        _show(table(rows, ("service", "url", "server", "pid", "health")))
+        _show(table(rows, ("service", "url", "server", "pid", "health", "req/s", "5xx")))
+        if metrics:
+            _show(f"metrics: {metrics} (req/s and 5xx: the last minute)")
         if view:
             _show_balancer(view)
     return 0 if healthy else 1
+
+
+def _rates(address: str) -> dict[str, dict[str, Any]]:
+    """Requests per second and 5xx over the last minute, per service, from the stack's
+    metrics endpoint ({} when it has none or it does not answer)."""
+    if not address:
+        return {}
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://{address}/rates", timeout=2) as resp:
+            found: dict[str, dict[str, Any]] = json.loads(resp.read())
+            return found
+    except (OSError, ValueError):
+        return {}
 
 
 def cmd_logs(args: argparse.Namespace) -> int:

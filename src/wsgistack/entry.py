@@ -61,6 +61,7 @@ class EntrySpec:
     access_format: str = "combined"  # or "json"
     log_health: bool = False  # also log wsgistack's own health checks
     errors_log: str = ""  # the app's stderr and wsgi.errors, where the server's go elsewhere
+    metrics_dir: str = ""  # prometheus_client's multiprocess files ("": no metrics)
 
 
 def module_name(service: str) -> str:
@@ -96,6 +97,7 @@ ACCESS_LOG = {access_log!r}
 ACCESS_FORMAT = {access_format!r}
 LOG_HEALTH = {log_health!r}
 ERRORS_LOG = {errors_log!r}
+METRICS_DIR = {metrics_dir!r}
 
 _lock = _threading.Lock()
 _app = None
@@ -127,7 +129,7 @@ def get_application(args=None):
             networks = _networks(TRUSTED_PROXIES)
             limited = observe(limited, NAME, ACCESS_LOG, ACCESS_FORMAT, LOG_HEALTH,
                               lambda address: _trusted(address, networks),
-                              sys.stderr if ERRORS_LOG else None)
+                              sys.stderr if ERRORS_LOG else None, METRICS_DIR)
             _app = server_quirks(limited, TRUSTED_PROXIES, CHECK_HEADERS, HTTP_PROXIED,
                                  MAX_BODY)
     return _app
@@ -189,7 +191,7 @@ def render(spec: EntrySpec) -> str:
         static_whitenoise=spec.static_whitenoise, spool=spec.spool,
         read_unread=spec.read_unread, access_log=spec.access_log,
         access_format=spec.access_format, log_health=spec.log_health,
-        errors_log=spec.errors_log,
+        errors_log=spec.errors_log, metrics_dir=spec.metrics_dir,
     )
     return header + _LOADER_BODY + _OBSERVE_BODY + _STANDALONE_BODY + runner
 

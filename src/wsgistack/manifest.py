@@ -93,7 +93,11 @@ class StackConfig:
         "duration in µs, the request id, the app's own request id and the service appended), "
         "`json`, or `off`.", choices=("combined", "json", "off"))
     log_health: bool = setting(
-        False, "Also log wsgistack's own health checks in the access logs.")
+        False, "Also log (and count) wsgistack's own health checks in the access logs.")
+    metrics: str = setting(
+        "", "Where the stack's Prometheus metrics are served (`/metrics`, and `/rates` for "
+        "`status`), by a process of its own beside the servers, never on the apps' URLs: "
+        "`HOST:PORT`, `off`, or empty for 127.0.0.1 on `base_port` + 90.")
     trusted_proxies: tuple[str, ...] = setting(
         (), "Addresses or CIDRs (`10.0.0.5`, `10.0.0.0/24`) whose forwarded headers count: "
         "`Forwarded`, `X-Forwarded-For/-Proto/-Host/-Port/-Prefix/-Ssl`; from any other "

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TextIO
@@ -129,13 +130,69 @@ class _Counted:
             self._done(self._sent)
 
 
+_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"))
+# An API's answers: from 5 ms to a minute. Bodies: from 100 B to 1 GiB.
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+SIZE_BUCKETS = (100, 1000, 10_000, 100_000, 1_000_000, 10_000_000, 100_000_000, 1 << 30)
+
+
+class Metrics:
+    """The service's request metrics, in prometheus_client's multiprocess files under
+    `directory`: every worker of every server writes its own, the stack's exporter adds
+    them up. Imported only when metrics are on: the app's interpreter must have
+    prometheus_client (wsgistack adds it to the service's venv)."""
+
+    def __init__(self, service: str, directory: str) -> None:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory  # before the import reads it
+        from prometheus_client import Counter, Gauge, Histogram
+
+        self.service = service
+        self.requests = Counter("wsgistack_http_requests", "Requests answered.",
+                                ["service", "method", "code"])
+        self.duration = Histogram("wsgistack_http_request_duration_seconds",
+                                  "Time to answer a request.", ["service"],
+                                  buckets=DURATION_BUCKETS)
+        self.in_flight = Gauge("wsgistack_http_requests_in_flight", "Requests being answered.",
+                               ["service"], multiprocess_mode="livesum").labels(service)
+        self.request_size = Histogram("wsgistack_http_request_size_bytes",
+                                      "Request bodies (declared length).", ["service"],
+                                      buckets=SIZE_BUCKETS).labels(service)
+        self.response_size = Histogram("wsgistack_http_response_size_bytes",
+                                       "Response bodies sent.", ["service"],
+                                       buckets=SIZE_BUCKETS).labels(service)
+        self._duration = self.duration.labels(service)
+        self._counters: dict[tuple[str, int], Any] = {}
+
+    def done(self, method: str, status: int, seconds: float, received: int, sent: int) -> None:
+        key = (method if method in _METHODS else "other", status)
+        counter = self._counters.get(key)
+        if counter is None:
+            counter = self._counters[key] = self.requests.labels(self.service, key[0],
+                                                                 str(status))
+        counter.inc()
+        self._duration.observe(seconds)
+        self.request_size.observe(received)
+        self.response_size.observe(sent)
+        self.in_flight.dec()
+
+
 def observe(app: Callable[..., Any], service: str, log_path: str, fmt: str = "combined",
             log_health: bool = False, trusted: Callable[[str], bool] = lambda _a: False,
-            errors: TextIO | None = None) -> Callable[..., Any]:
+            errors: TextIO | None = None, metrics_dir: str = "") -> Callable[..., Any]:
     """A request id for every request (the trusted proxy's X-Request-Id, else a new one) in
-    the environ and the answer, an access line in `log_path` ("" : none), and with `errors`
-    the app's wsgi.errors there."""
+    the environ and the answer, an access line in `log_path` ("" : none), with `errors` the
+    app's wsgi.errors there, and with `metrics_dir` the request metrics."""
     log = AccessLog(log_path) if log_path else None
+    made: list[Metrics] = []  # made at the first request: a trial load (--check) makes none
+    lock = threading.Lock()
+
+    def counting() -> Metrics | None:
+        if made or not metrics_dir:
+            return made[0] if made else None
+        with lock:
+            if not made:
+                made.append(Metrics(service, metrics_dir))
+        return made[0]
 
     def observed(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         if errors is not None:
@@ -156,10 +213,23 @@ def observe(app: Callable[..., Any], service: str, log_path: str, fmt: str = "co
             return start_response(status, headers, *exc)
 
         agent = environ.get("HTTP_USER_AGENT", "")
-        if log is None or (not log_health and agent.startswith(HEALTH_AGENT)):
+        if not log_health and agent.startswith(HEALTH_AGENT):
+            return app(environ, start)  # wsgistack's own checks: neither logged nor counted
+        metrics = counting()
+        if log is None and metrics is None:
             return app(environ, start)
+        if metrics is not None:
+            metrics.in_flight.inc()
 
         def done(sent: int) -> None:
+            status = int(str(answer.get("status", "0")).split(" ", 1)[0] or 0)
+            seconds = time.perf_counter() - clock
+            if metrics is not None:
+                length = environ.get("CONTENT_LENGTH") or "0"
+                metrics.done(environ.get("REQUEST_METHOD", ""), status, seconds,
+                             int(length) if length.isdigit() else 0, sent)
+            if log is None:
+                return
             app_id = next((v for k, v in answer.get("headers", ())
                            if k.lower() == "x-openstack-request-id"), "")
             query = environ.get("QUERY_STRING", "")
@@ -169,10 +239,8 @@ def observe(app: Callable[..., Any], service: str, log_path: str, fmt: str = "co
                 "method": environ.get("REQUEST_METHOD", "-"),
                 "path": path + (f"?{query}" if query else ""),
                 "protocol": environ.get("SERVER_PROTOCOL", "-"),
-                "status": int(str(answer.get("status", "0")).split(" ", 1)[0] or 0),
-                "bytes": sent, "referer": environ.get("HTTP_REFERER", ""),
-                "user_agent": agent,
-                "duration_us": int((time.perf_counter() - clock) * 1e6),
+                "status": status, "bytes": sent, "referer": environ.get("HTTP_REFERER", ""),
+                "user_agent": agent, "duration_us": int(seconds * 1e6),
                 "request_id": request_id, "app_request_id": app_id, "service": service,
             }, fmt))
 

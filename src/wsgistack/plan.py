@@ -160,6 +160,7 @@ class Plan:
     manifest_id: str = ""  # the manifest file, absolute: the owner recorded in the state
     access_log: str = "combined"  # [stack] access_log
     log_health: bool = False
+    metrics: str = ""  # HOST:PORT of the stack's metrics endpoint ("": none)
     # Directories kept outside the state dir, by the name of the subdirectory they replace
     # (`install`: run/ in /run, logs/ in /var/log, data/ and venvs/ in /var/lib).
     dirs: Mapping[str, str] = field(default_factory=dict)
@@ -254,6 +255,24 @@ def venv_python(manifest: Manifest) -> str:
         sys, "_base_executable", sys.executable)
 
 
+METRICS_OFFSET = 90  # the metrics endpoint's default port, from base_port
+METRICS_PACKAGE = "prometheus_client"
+
+
+def metrics_address(manifest: Manifest) -> str:
+    """`HOST:PORT` of the stack's metrics endpoint, "" when off."""
+    given = manifest.stack.metrics
+    if given == "off":
+        return ""
+    if not given:
+        return f"127.0.0.1:{manifest.stack.base_port + METRICS_OFFSET}"
+    host, sep, port = given.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ManifestError(manifest.path, "stack.metrics", f"{given!r} is not HOST:PORT "
+                            "(e.g. \"127.0.0.1:9180\"), or \"off\"")
+    return given
+
+
 def _pinned(package: str) -> str:
     """The server package at the version wsgistack runs with, so every venv serves alike."""
     try:
@@ -316,6 +335,8 @@ def own_venv(manifest: Manifest, svc: ServiceConfig, server_packages: tuple[str,
     one. The server package a backend needs (gunicorn, granian) is added to the same venv
     when first needed."""
     requirements = pip_requirements(manifest, svc)
+    if manifest.stack.metrics != "off":  # the entry counts requests with it
+        server_packages = (*server_packages, METRICS_PACKAGE)
     resolved = [venv_python(manifest), sorted(requirements)]
     for item in requirements:
         if item.startswith(("--requirement=", "--constraint=")):
@@ -582,6 +603,7 @@ def build(manifest: Manifest, backend: BackendTraits, state: Path | None = None,
     return Plan(
         name=stack.name, source=manifest.path, manifest_id=manifest.identity,
         access_log=stack.access_log, log_health=stack.log_health,
+        metrics=metrics_address(manifest),
         backend=backend.ID, host=stack.host,
         state=where.state, front_port=where.front_port, base_port=stack.base_port,
         start_timeout=stack.start_timeout,

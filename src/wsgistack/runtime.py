@@ -15,6 +15,7 @@ import pwd
 import shlex
 import shutil
 import signal
+import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -24,6 +25,7 @@ from wsgistack import access, provision
 from wsgistack.backends import get
 from wsgistack.backends.base import Proc, entry_file
 from wsgistack.errors import ServerError
+from wsgistack.host import DEFAULT_PATH
 from wsgistack.lifecycle import health, preflight, processes
 from wsgistack.lifecycle.processes import Running, StackState
 from wsgistack.plan import Plan, ServicePlan
@@ -31,6 +33,35 @@ from wsgistack.plan import Plan, ServicePlan
 
 def render(plan: Plan) -> dict[str, str]:
     return get(plan.backend).render(plan)
+
+
+EXPORTER = "metrics"  # the name of the stack's metrics process
+
+
+def commands(plan: Plan) -> list[Proc]:
+    """Every process of the stack: the backend's servers, then the metrics exporter."""
+    procs = get(plan.backend).command(plan)
+    if plan.metrics:
+        procs.append(Proc(
+            EXPORTER, (sys.executable, "-m", "wsgistack.exporter", "--listen", plan.metrics,
+                       "--state", plan.state),
+            plan.path("logs", f"{EXPORTER}.log"), cwd=plan.state,
+            env={"PATH": DEFAULT_PATH, "LANG": "C.UTF-8"},
+            # Never signalled by a reload: what it reads is the servers' files.
+            reload_when=("conf/metrics.never",)))
+    return procs
+
+
+def _metrics_dirs(plan: Plan) -> None:
+    """prometheus_client's multiprocess files, one dir per service, emptied at `up` (counts
+    start again with the stack, as a server's own would)."""
+    if not plan.metrics:
+        return
+    access.make_dir(plan, plan.path("metrics"), access.PASS_THROUGH)
+    for svc in plan.services:
+        shutil.rmtree(plan.path("metrics", svc.name), ignore_errors=True)
+        access.make_dir(plan, plan.path("metrics", svc.name), access.GROUP_DIR, svc.user,
+                        svc.group)
 
 
 def _ready(plan: Plan, progress: Callable[[str], None]) -> Plan:
@@ -79,7 +110,8 @@ def up(plan: Plan, progress: Callable[[str], None], after_up: bool = True) -> li
         try_apps(plan, files, "; nothing was started")
         running: list[Running] = []
         try:
-            procs = get(plan.backend).command(plan)
+            procs = commands(plan)
+            _metrics_dirs(plan)
             _mark_app_logs(plan, {p.log for p in procs})
             for proc in procs:
                 running.append(processes.start(plan, proc))
@@ -169,7 +201,7 @@ def commands_sh(plan: Plan) -> str:
              *(f"# Before the first start, `up` also makes {item}"
                for item in still_to_make(plan)),
              "set -e"]
-    for proc in get(plan.backend).command(plan):
+    for proc in commands(plan):
         who = ["runuser", "-u", proc.user, *(["-g", proc.group] if proc.group else []),
                "--"] if proc.user else []
         env = [f"{k}={v}" for k, v in sorted(proc.env.items())]
@@ -228,7 +260,7 @@ def reload(plan: Plan, progress: Callable[[str], None]) -> list[Running]:
 
 def _signal_reload(plan: Plan, state: StackState, changed: set[str],
                    progress: Callable[[str], None]) -> list[Running]:
-    procs = {p.name: p for p in get(plan.backend).command(plan)}
+    procs = {p.name: p for p in commands(plan)}
     old: set[int] = set()  # the workers that must be replaced before the reload is done
     current: list[Running] = []
     for r in state.procs:

@@ -5,6 +5,7 @@
     GET  {prefix}/stream?bytes=N -> N bytes streamed in 64 KiB chunks
     GET  {prefix}/status/NNN     -> an empty response with that status
     GET  {prefix}/raise          -> the app raises (the entry answers 500)
+    GET  {prefix}/sleep/N        -> an empty 200 after N seconds (at most 10): a request held
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 from urllib.parse import parse_qs
@@ -79,6 +81,10 @@ def application(environ: dict[str, Any], start_response: StartResponse) -> Itera
         return _stream(size)
     if path == "/raise":
         raise RuntimeError("the probe raised, as asked")
+    if path.startswith("/sleep/") and path[7:].isdigit():
+        time.sleep(min(int(path[7:]), 10))
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "0")])
+        return [b""]
     if path.startswith("/status/") and path[8:].isdigit():
         code = int(path[8:])
         # PEP 3333 (and wsgiref.validate): 204 and 304 carry no Content-Type, all else one.

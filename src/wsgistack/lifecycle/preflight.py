@@ -152,18 +152,22 @@ def _holds(pid: str, inodes: set[str]) -> bool:
 
 
 def check_ports(plan: Plan) -> None:
-    for port, key in listeners(plan):
-        with socket.socket(socket.AF_INET6 if ":" in plan.host else socket.AF_INET) as sock:
+    ports = [(plan.host, port, key) for port, key in listeners(plan)]
+    if plan.metrics:
+        where, _, number = plan.metrics.rpartition(":")
+        ports.append((where.strip("[]"), int(number), "[stack] metrics"))
+    for host, port, key in ports:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
             # As the servers do: a port with connections in TIME_WAIT is free to listen on.
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
-                sock.bind((plan.host, port))
+                sock.bind((host, port))
             except OSError as exc:
                 who = holder(port) if exc.errno == errno.EADDRINUSE else ""
                 why = (f"is in use by {who}" if who else "is in use by another program"
                        ) if exc.errno == errno.EADDRINUSE else str(exc)
                 raise ServerError(
-                    f"{plan.source}: port {port} on {plan.host} ({key}) {why}; stop that "
+                    f"{plan.source}: port {port} on {host} ({key}) {why}; stop that "
                     "program or choose another port there"
                 ) from None
 

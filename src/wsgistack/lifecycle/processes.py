@@ -101,6 +101,7 @@ class StackState:
     procs: tuple[Running, ...]
     services: tuple[ServiceRecord, ...]
     manifest_id: str = ""  # the manifest file, absolute ("" in states written before it)
+    metrics: str = ""  # HOST:PORT of the stack's metrics endpoint
 
     def serving(self, service: str) -> list[Running]:
         """The processes a service needs: its own first, then a front end."""
@@ -116,7 +117,7 @@ def save_state(plan: Plan, running: list[Running]) -> None:
     server = servers(plan)
     doc = {
         "stack": plan.name, "backend": plan.backend, "manifest": plan.source,
-        "manifest_id": plan.manifest_id,
+        "manifest_id": plan.manifest_id, "metrics": plan.metrics,
         "base_port": plan.base_port if plan.base_port_given else None,
         "procs": [{"name": r.name, "pid": r.pid, "started": r.started, "log": r.log,
                    "serves": list(r.serves)} for r in running],
@@ -136,7 +137,7 @@ def load_state(state_dir: str) -> StackState | None:
         doc = json.loads(path.read_text(encoding="utf-8"))
         return StackState(
             stack=doc["stack"], backend=doc["backend"], manifest=doc["manifest"],
-            manifest_id=doc.get("manifest_id", ""),
+            manifest_id=doc.get("manifest_id", ""), metrics=doc.get("metrics", ""),
             base_port=doc.get("base_port"),
             procs=tuple(Running(p["name"], p["pid"], p["started"], p["log"],
                                 tuple(p["serves"])) for p in doc["procs"]),
