@@ -183,7 +183,7 @@ def observe(app: Callable[..., Any], service: str, log_path: str, fmt: str = "co
     the environ and the answer, an access line in `log_path` ("" : none), with `errors` the
     app's wsgi.errors there, and with `metrics_dir` the request metrics."""
     log = AccessLog(log_path) if log_path else None
-    made: list[Metrics] = []  # made at the first request: a trial load (--check) makes none
+    made: list[Metrics | None] = []  # at the first request: a trial load (--check) makes none
     lock = threading.Lock()
 
     def counting() -> Metrics | None:
@@ -191,7 +191,11 @@ def observe(app: Callable[..., Any], service: str, log_path: str, fmt: str = "co
             return made[0] if made else None
         with lock:
             if not made:
-                made.append(Metrics(service, metrics_dir))
+                try:
+                    made.append(Metrics(service, metrics_dir))
+                except Exception as exc:  # counting must never fail a request
+                    sys.stderr.write(f"wsgistack: no metrics for {service}: {exc}\n")
+                    made.append(None)
         return made[0]
 
     def observed(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:

@@ -136,8 +136,9 @@ def entry_files(plan: Plan, *, mount: bool, limits: str = "entry", own_timeout: 
             read_unread=read_unread, access_log=access_log(plan, svc),
             access_format=plan.access_log, log_health=plan.log_health,
             errors_log=plan.path("logs", f"{svc.name}.log") if own_errors else "",
+            # Only where wsgistack runs the exporter that reads them.
             metrics_dir=plan.path("metrics", svc.name) if plan.metrics and
-            plan.target != "kubernetes" else "",
+            plan.target == "local" else "",
         )
         files[entry_file(svc)] = entry.render(spec)
     return files
