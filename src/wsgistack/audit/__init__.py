@@ -5,13 +5,14 @@ finding and the reasons that decided each verdict."""
 from __future__ import annotations
 
 import configparser
+import dataclasses
 import os
 import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from wsgistack.audit import scan
+from wsgistack.audit import git, scan
 from wsgistack.audit.scan import KINDS, Finding, Tree
 from wsgistack.errors import WsgistackError
 
@@ -40,6 +41,7 @@ class Audit:
     reasons: tuple[str, ...]
     findings: tuple[Finding, ...]
     to_change: tuple[str, ...] = ()  # what would change the verdict (toward supported)
+    revision: str = ""  # with --at: the commit read ("<sha> of <date> on <branch>")
 
     def of(self, group: str) -> list[Finding]:
         return [f for f in self.findings if KINDS[f.kind][0] == group]
@@ -286,6 +288,20 @@ def _verdict(tree: Tree, entries: list[str],
     if specific and len(specific) == len(entries):
         why_partial += [f"entry {rel} imports a server-specific module" for rel in specific]
     return (PARTIAL if why_partial else SUPPORTED), reasons + why_partial
+
+
+def audit_at(path: str, date: str) -> Audit:
+    """The git repository at `path` as its default branch was before `date`, read from
+    its object store (see audit.git); the Audit names the repository and the commit."""
+    try:
+        revision = git.commit_before(path, date)
+        with git.checkout_at(path, revision) as tmp:
+            found = audit_tree(tmp)
+            if found.project == Path(tmp).name:  # no name in its metadata: the directory's
+                found = dataclasses.replace(found, project=Path(path).resolve().name)
+    except git.GitError as exc:
+        raise AuditError(str(exc)) from None
+    return dataclasses.replace(found, path=path, revision=str(revision))
 
 
 def audit_tree(path: str) -> Audit:

@@ -37,7 +37,8 @@ def text(audits: list[Audit]) -> str:
     out = ["  ".join(c.ljust(w) for c, w in zip(r[:3], widths, strict=False)) + "  " + r[3]
            for r in rows]
     for a in audits:
-        out += ["", f"{a.project} ({a.path}): {a.verdict}"]
+        at = f" at {a.revision}" if a.revision else ""
+        out += ["", f"{a.project} ({a.path}{at}): {a.verdict}"]
         out += [f"  because {r}" for r in a.reasons]
         out += [f"  would change it: {c}" for c in a.to_change]
         out += [f"  {f.file}:{f.line}: [{f.kind}] {f.detail}" for f in a.findings]
@@ -63,7 +64,8 @@ def markdown(audits: list[Audit]) -> str:
 
 def as_json(audits: list[Audit]) -> str:
     return json.dumps([{
-        "project": a.project, "path": a.path, "verdict": a.verdict, "reasons": list(a.reasons),
+        "project": a.project, "path": a.path, "revision": a.revision, "verdict": a.verdict,
+        "reasons": list(a.reasons),
         "to_change": list(a.to_change),
         "findings": [{"kind": f.kind, "group": KINDS[f.kind][0], "file": f.file,
                       "line": f.line, "detail": f.detail} for f in a.findings],
@@ -106,9 +108,10 @@ def as_html(audits: list[Audit]) -> str:
             f"<tr><td><code>{e(f.file)}:{f.line}</code></td>"
             f"<td class='g-{KINDS[f.kind][0]}'>{e(f.kind)}</td><td>{e(f.detail)}</td></tr>"
             for f in a.findings)
+        at = e(f" at {a.revision}") if a.revision else ""
         details.append(
             f"<details id='p{i}'><summary>{e(a.project)} {_badge(a.verdict)}"
-            f"</summary><p><code>{e(a.path)}</code></p><ul>{items}</ul><table><tr>"
+            f"</summary><p><code>{e(a.path)}</code>{at}</p><ul>{items}</ul><table><tr>"
             f"<th>file:line</th><th>finding</th><th>detail</th></tr>{found}</table></details>")
     return (
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>"

@@ -9,7 +9,7 @@ import json
 import re
 from collections.abc import Callable
 
-from wsgistack.goal import Row, verdict_of
+from wsgistack.goal import RULE, Row, change_links, verdict_of
 from wsgistack.goal.document import Artifacts, Goal
 
 
@@ -20,13 +20,16 @@ def _artifacts(a: Artifacts) -> str:
 
 
 def _evidence(row: Row, limit: int = 3) -> list[str]:
-    """Per tree: its verdict, the reasons that decided it, and the first entry lines."""
+    """Per repository: its verdict, the commit read (with --at), the reasons that decided
+    it and the first entry lines; then the completion artifacts that are changes or
+    commits, so the document's claim and the code sit side by side."""
     out = []
     for a in row.audits:
         lines = [f"{f.file}:{f.line} {f.detail}" for f in a.of("entry")[:limit]]
-        out.append(f"{a.project}: {a.verdict} ({'; '.join(a.reasons)})"
+        at = f" at {a.revision[:12]}{a.revision[40:]}" if a.revision else ""
+        out.append(f"{a.project}{at}: {a.verdict} ({'; '.join(a.reasons)})"
                    + (f" [{', '.join(lines)}]" if lines else ""))
-    return out
+    return out + [f"completion artifact: {u}" for u in change_links(row.team)]
 
 
 def _summary(goal: Goal, rows: list[Row]) -> str:
@@ -38,7 +41,7 @@ def _summary(goal: Goal, rows: list[Row]) -> str:
 
 
 def text(goal: Goal, rows: list[Row]) -> str:
-    out = [goal.title, f"topic: {goal.topic}", _summary(goal, rows), ""]
+    out = [goal.title, f"topic: {goal.topic}", _summary(goal, rows), f"rule: {RULE}", ""]
     for r in rows:
         out.append(f"{r.team.name}: review {r.review or '-'}; audit {verdict_of(r) or '-'}")
         out.append(f"  planning: {_artifacts(r.team.planning)}")
@@ -54,6 +57,7 @@ def _cell(value: str) -> str:
 
 def markdown(goal: Goal, rows: list[Row]) -> str:
     out = [f"# {goal.title}", "", f"Gerrit topic: `{goal.topic}`. {_summary(goal, rows)}.", "",
+           f"The audit column: {RULE}.", "",
            "| team | planning | completion | review | audit | evidence | flags |",
            "| --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
@@ -74,7 +78,7 @@ def rst(goal: Goal, rows: list[Row]) -> str:
     """A `list-table`, as the governance repository's goal pages use."""
     title = f"Status: {goal.title}"
     out = [title, "=" * len(title), "", _summary(goal, rows) + ".", "",
-           ".. list-table::", "   :header-rows: 1", "",
+           f"The audit: {_rst_text(RULE)}.", "", ".. list-table::", "   :header-rows: 1", "",
            "   * - Team", "     - Planning", "     - Completion", "     - Review",
            "     - Audit", "     - Flags"]
     for r in rows:
@@ -95,7 +99,9 @@ def as_json(goal: Goal, rows: list[Row]) -> str:
             "planning": {"state": r.team.planning.state, "items": list(r.team.planning.items)},
             "completion": {"state": r.team.completion.state,
                            "items": list(r.team.completion.items)},
-            "audit": [{"project": a.project, "path": a.path, "verdict": a.verdict,
+            "verdict": verdict_of(r),
+            "audit": [{"project": a.project, "path": a.path, "revision": a.revision,
+                       "verdict": a.verdict,
                        "reasons": list(a.reasons),
                        "entries": [f"{f.file}:{f.line}" for f in a.of("entry")]}
                       for a in r.audits],
@@ -153,6 +159,7 @@ def as_html(goal: Goal, rows: list[Row]) -> str:
         f"<h1>{html.escape(goal.title)}</h1>",
         f"<p>Gerrit topic <code>{html.escape(goal.topic)}</code>. "
         f"{html.escape(_summary(goal, rows))}.</p>",
+        f"<p>The audit column: {html.escape(RULE)}.</p>",
         '<table><colgroup><col class="t"><col class="a"><col class="a"><col class="r">'
         '<col class="v"><col class="e"><col class="f"></colgroup>',
         "<thead><tr>" + "".join(f"<th>{h}</th>" for h in heads) + "</tr></thead>",
