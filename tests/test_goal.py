@@ -16,6 +16,7 @@ from tests.conftest import run_cli
 from tests.test_audit import (
     commit,
     git,
+    served_repo,
     trees,  # noqa: F401  (the fixture trees, built in tmp_path)
 )
 from wsgistack.goal import document, projects
@@ -270,3 +271,41 @@ def test_a_team_of_projects_yaml_missing_from_the_goal_is_a_warning(repos_2017):
     assert res.err.splitlines()[0] == (
         "wsgistack: warning: tree mystery belongs to no team in the goal (projects.yaml gives "
         f"it to team 'nobody', which {APRIL} does not have)")
+
+
+def test_since_history_finds_the_commit_that_added_the_entry(tmp_path):
+    """keystone is listed done; its code at the review had no entry; since when has its
+    default branch had one? The merge that brought `wsgi_scripts` to master (2017-02-01),
+    not the side branch's own commit of 2016-12-15."""
+    shas = served_repo(tmp_path / "keystone")
+    merge = git(tmp_path / "keystone", "rev-parse", "master^")
+    res = run_cli("goal", str(DONE), "--at", "2017-01-12", "--since-history", "--trees",
+                  "keystone", "--format", "json", cwd=tmp_path)
+    assert res.code == 0, res.err
+    assert res.err.splitlines()[0] == (f"keystone: read {shas['before']} of 2016-11-01 on "
+                                       "master, the last commit before 2017-01-12")
+    rows = {t["team"]: t for t in json.loads(res.out)["teams"]}
+    assert rows["keystone"]["flags"] == [
+        "listed as done, but the code at 2016-11-01 has no WSGI entry (not supported); "
+        f"served has a WSGI entry since 2017-02-01 (commit {merge[:12]} added `wsgi_scripts` "
+        "to setup.cfg)"]
+    html = run_cli("goal", str(DONE), "--at", "2017-01-12", "--trees", "keystone",
+                   "--format", "html", cwd=tmp_path).out
+    assert "since 2017-02-01" not in html  # only when asked: it reads the whole history
+    # The completion artifacts that are changes sit beside the evidence.
+    keystone = next(row for row in html.split("<tr>") if row.startswith(
+        '<td data-h="Team">keystone<'))
+    assert ("completion artifact: <a href=\"https://opendev.org/openstack/devstack/commit/"
+            "a00e5f8810b6ca3b0b5d63cc228125e19bc91955\">") in keystone
+    rows = {t["team"]: t for t in json.loads(run_cli("goal", str(DONE), "--format", "json",
+                                                       cwd=tmp_path).out)["teams"]}
+    assert rows["barbican"]["changes"] == ["https://review.opendev.org/#/c/476996/",
+                                           "https://review.opendev.org/#/c/476995/"]
+    assert rows["Chef OpenStack"]["changes"] == []
+
+
+def test_since_history_needs_at(tmp_path):
+    res = run_cli("goal", str(DONE), "--since-history", cwd=tmp_path)
+    assert res.code == 2 and res.err.strip() == (
+        "wsgistack: error: goal: --since-history reads history from the --at date on; add "
+        "--at YYYY-MM-DD")

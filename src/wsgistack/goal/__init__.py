@@ -178,12 +178,19 @@ def verdict_of(row: Row) -> str:
 
 
 # A completion artifact that is a change or a commit: shown beside the code's evidence.
-CHANGE_LINK = re.compile(r"review\.(?:openstack|opendev)\.org/|/commit/|[?&;]id=[0-9a-f]{7,}|"
-                         r"github\.com/[^/]+/[^/]+/(?:commit|pull)/")
+CHANGE_LINK = re.compile(r"review\.(?:openstack|opendev)\.org/(?:#/)?(?:c/)?\d+|/commit/|"
+                         r"[?&;]id=[0-9a-f]{7,}|github\.com/[^/]+/[^/]+/(?:commit|pull)/")
+
+
+# Governance's `:repo:` role names a path under opendev.org (`openstack/devstack/commit/SHA`).
+REPO_ROLE = re.compile(r":repo:`([^`<>]+)`")
 
 
 def change_links(team: Team) -> list[str]:
-    return [u for u in team.completion.links if CHANGE_LINK.search(u)]
+    """The team's completion artifacts that are changes or commits, as addresses."""
+    roles = [f"https://opendev.org/{m}" for item in team.completion.items
+             for m in REPO_ROLE.findall(item)]
+    return [u for u in [*team.completion.links, *roles] if CHANGE_LINK.search(u)]
 
 
 def entry_since(audit: Audit) -> str | None:

@@ -99,7 +99,7 @@ def as_json(goal: Goal, rows: list[Row]) -> str:
             "planning": {"state": r.team.planning.state, "items": list(r.team.planning.items)},
             "completion": {"state": r.team.completion.state,
                            "items": list(r.team.completion.items)},
-            "verdict": verdict_of(r),
+            "verdict": verdict_of(r), "changes": change_links(r.team),
             "audit": [{"project": a.project, "path": a.path, "revision": a.revision,
                        "verdict": a.verdict,
                        "reasons": list(a.reasons),
