@@ -51,6 +51,9 @@ TREES: dict[str, dict[str, str]] = {
         "doc/source/install.rst": "Install\n=======\n\nDeploy the API with mod_wsgi.\n",
         "ready/tests/test_api.py": "from wsgiref.simple_server import make_server\n"
                                    "make_server('', 0, None)\n",
+        # Push to clients over a websocket, as zaqar does: a transport of its own, not WSGI.
+        "ready/push.py": "import websockets\n\nasync def main(handler):\n"
+                         "    await websockets.serve(handler, '127.0.0.1', 9000)\n",
     },
     # A paste.deploy pipeline loaded into `application` by a module of its own.
     "pasted": {
@@ -298,3 +301,17 @@ def test_audit_at_errors_are_one_line(tmp_path: Path, argv: list[str], message: 
     res = run_cli("audit", *argv, cwd=tmp_path)
     assert res.code == 2 and len(res.err.splitlines()) == 1
     assert re.search(message, res.err.removeprefix("wsgistack: error: ")), res.err
+
+
+def test_a_websocket_transport_beside_the_api_is_said_and_not_held_against_it(
+        trees: Path) -> None:
+    """zaqar's case: its WSGI API, and a websocket server run as a process of its own."""
+    found = audit_tree("ready")
+    assert found.verdict == "supported" and found.to_change == ()
+    assert [(f.file, f.line) for f in found.findings if f.kind == "websocket-server"] == [
+        ("ready/push.py", 4)]
+    assert found.reasons[-1] == (
+        "beside it, a websocket transport that is not WSGI (websockets.serve at "
+        "ready/push.py:4): it runs as a process of its own and does not count for or against "
+        "the WSGI API")
+    assert "websocket" not in run_cli("audit", "--format", "md", "ready").out.split("\n")[4]

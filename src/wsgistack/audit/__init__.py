@@ -200,6 +200,14 @@ def _commands(tree: Tree, eps: dict[str, list[tuple[str, str, int, str]]]) -> No
             tree.add("command-server", rel, scan.line_of(text, pos), what + script)
 
 
+def _transports(tree: Tree) -> None:
+    for rel, text in tree.texts.items():
+        m = scan.WEBSOCKET_SERVER.search(text) if rel.endswith(".py") else None
+        if m and not _is_test(rel):
+            tree.add("websocket-server", rel, scan.line_of(text, m.start()),
+                     m.group(0).rstrip("( "))
+
+
 def _risks(tree: Tree, chains: dict[str, list[str]]) -> None:
     argv_seen, env_config = False, False
     for rel, chain in chains.items():
@@ -277,7 +285,8 @@ def _verdict(tree: Tree, entries: list[str],
         if broken:
             return NOT_SUPPORTED, [f"declared WSGI entry is broken: {f.detail} at {at(f)}"
                                    for f in broken]
-        return NO_API, ["no WSGI entry point and no server started by its code"]
+        return NO_API, ["no WSGI entry point and no server started by its code",
+                        *_beside(found["websocket-server"])]
     reasons = [f"WSGI entry: {f.detail} at {at(f)}"
                for f in found["wsgi-script"] + found["wsgi-module"] + found["paste-app"]]
     why_partial = [f"a server started as a Python command that no WSGI entry mirrors: "
@@ -287,7 +296,18 @@ def _verdict(tree: Tree, entries: list[str],
     specific = [rel for rel in entries if SERVER_SPECIFIC.search(tree.texts[rel])]
     if specific and len(specific) == len(entries):
         why_partial += [f"entry {rel} imports a server-specific module" for rel in specific]
-    return (PARTIAL if why_partial else SUPPORTED), reasons + why_partial
+    return (PARTIAL if why_partial else SUPPORTED), (reasons + why_partial
+                                                     + _beside(found["websocket-server"]))
+
+
+def _beside(transports: list[Finding]) -> list[str]:
+    """One reason for the transports that are not WSGI: said, and not held against it."""
+    if not transports:
+        return []
+    first = transports[0]
+    return [f"beside it, a websocket transport that is not WSGI ({first.detail} at "
+            f"{first.file}:{first.line}): it runs as a process of its own and does not count "
+            "for or against the WSGI API"]
 
 
 def audit_at(path: str, date: str) -> Audit:
@@ -326,6 +346,7 @@ def audit_tree(path: str) -> Audit:
     reached = scan.reachable(tree, entries)  # each entry's import path
     _hints(tree)
     _commands(tree, eps)
+    _transports(tree)
     _risks(tree, reached)
     verdict, reasons = _verdict(tree, entries, reached)
     findings = sorted(set(tree.findings), key=lambda f: (f.file, f.line, f.kind))

@@ -22,7 +22,8 @@ def _blockers(a: Audit) -> str:
     """The reasons that kept the verdict from `supported`."""
     if a.verdict == NO_API:
         return "-"
-    return "; ".join(r for r in a.reasons if not r.startswith("WSGI entry:")) or "-"
+    return "; ".join(r for r in a.reasons
+                     if not r.startswith(("WSGI entry:", "beside it,"))) or "-"
 
 
 def _summary(audits: list[Audit]) -> str:
@@ -83,7 +84,7 @@ th{background:#f6f8fa}.badge{color:#fff;border-radius:1rem;padding:.1rem .6rem;
 white-space:nowrap;font-size:.85rem}code{font-size:.85rem}
 details{border:1px solid #d1d9e0;border-radius:8px;padding:.5rem 1rem;margin:.6rem 0}
 summary{cursor:pointer;font-weight:600}.g-entry{color:#1a7f37}.g-blocker,.g-broken,
-.g-command{color:#cf222e}.g-risk{color:#9a6700}.g-hint,.g-ok{color:#59636e}
+.g-command{color:#cf222e}.g-risk{color:#9a6700}.g-hint,.g-ok,.g-transport{color:#59636e}
 """
 
 
