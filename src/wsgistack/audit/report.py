@@ -15,7 +15,7 @@ COLOURS = {SUPPORTED: "#1a7f37", PARTIAL: "#9a6700", NOT_SUPPORTED: "#cf222e",
 
 
 def _entries(a: Audit) -> str:
-    return ", ".join(f"{f.file}:{f.line}" for f in a.of("entry")) or "-"
+    return ", ".join(dict.fromkeys(f"{f.file}:{f.line}" for f in a.of("entry"))) or "-"
 
 
 def _blockers(a: Audit) -> str:

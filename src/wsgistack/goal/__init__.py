@@ -60,8 +60,9 @@ def tree_names(audit: Audit) -> set[str]:
 
 
 def _where(audit: Audit, several: bool) -> list[str]:
-    return [(f"{audit.project.split()[0]}: " if several else "") + f"{f.file}:{f.line}"
-            for f in audit.of("entry")]
+    # One line per place: several servers' configs may name the same `application`.
+    return list(dict.fromkeys((f"{audit.project.split()[0]}: " if several else "")
+                              + f"{f.file}:{f.line}" for f in audit.of("entry")))
 
 
 def _flags(review: str, completion: str, audits: Sequence[Audit],
