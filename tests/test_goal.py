@@ -309,3 +309,48 @@ def test_since_history_needs_at(tmp_path):
     assert res.code == 2 and res.err.strip() == (
         "wsgistack: error: goal: --since-history reads history from the --at date on; add "
         "--at YYYY-MM-DD")
+
+
+# The page inside a frame of the width to check: the frame's own scroll width says whether
+# anything runs off its side (a headless window is never narrower than 500 px).
+FRAME = """<!doctype html><html><head><title>-</title></head><body>
+<iframe id="f" src="goal.html" style="width:{width}px;height:900px;border:0"></iframe>
+<script>document.getElementById('f').onload = () => {{
+  const w = document.getElementById('f').contentWindow;
+  document.title = 'W' + w.document.documentElement.scrollWidth + 'x' + w.innerWidth}}
+</script></body></html>"""
+
+
+def test_the_2017_page_fits_a_phone_and_a_desktop(repos_2017):
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("no chromium")
+    res = run_cli("goal", str(APRIL), "--projects", str(SEED / "projects-2017-04.yaml"),
+                  "--at", "2017-01-12", "--list", "repos.txt", "--format", "html", "-o",
+                  "goal.html", cwd=_listed(repos_2017))
+    assert res.code == 1 and "wrote goal.html (60 teams, 6 trees, 2 flagged)" in res.err
+    page = (repos_2017 / "goal.html").read_text()
+    freezer = next(row for row in page.split("<tr>") if "data-h=\"Team\">freezer<" in row)
+    assert freezer.count(" on master: ") == 2 and "class=flag" in freezer
+    for width in (390, 1280):
+        (repos_2017 / "frame.html").write_text(FRAME.format(width=width))
+        done = subprocess.run(
+            [browser, "--headless", "--no-sandbox", "--disable-gpu",
+             "--allow-file-access-from-files", f"--window-size={width + 100},1000",
+             "--dump-dom", f"file://{repos_2017}/frame.html"],
+            capture_output=True, text=True, timeout=120, check=False)
+        size = re.search(r"<title>W(\d+)x(\d+)</title>", done.stdout)
+        assert size, done.stderr[-2000:]
+        assert int(size.group(1)) <= int(size.group(2)) == width  # no sideways scrolling
+        shot = repos_2017 / f"goal-{width}.png"
+        done = subprocess.run(
+            [browser, "--headless", "--no-sandbox", "--disable-gpu",
+             f"--window-size={width},1400", f"--screenshot={shot}",
+             f"file://{repos_2017}/goal.html"],
+            capture_output=True, text=True, timeout=120, check=False)
+        assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", done.stderr[-2000:]
+
+
+def _listed(where):
+    (where / "repos.txt").write_text("".join(f"{name}\n" for name in REPOS_2017))
+    return where

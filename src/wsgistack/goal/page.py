@@ -113,9 +113,9 @@ CSS = """
 body{font:15px/1.4 system-ui,sans-serif;margin:1rem;color:#1f2328}
 table{border-collapse:collapse;width:100%;table-layout:fixed}th,td{border:1px solid #d0d7de;
 padding:.4rem;vertical-align:top;text-align:left;overflow-wrap:anywhere}
-th{background:#f6f8fa;cursor:pointer}col.t{width:9%}col.a{width:17%}col.r{width:7%}
-col.v{width:8%}col.e{width:27%}col.f{width:15%}
-td.flag{background:#fff8c5}.v{font-weight:600}a{word-break:break-all}
+th{background:#f6f8fa;cursor:pointer}col.t{width:9%}col.a{width:15%}col.r{width:7%}
+col.v{width:10%}col.e{width:30%}col.f{width:14%}
+td.flag{background:#fff8c5}.v{font-weight:600;overflow-wrap:normal}a{word-break:break-all}
 @media (max-width:700px){table,thead,tbody,tr,th,td{display:block}thead{display:none}
 tr{margin:0 0 1rem;border:1px solid #d0d7de}td{border:none;border-bottom:1px solid #eee}
 td::before{content:attr(data-h) ": ";font-weight:600}}
