@@ -213,7 +213,7 @@ def test_unreadable_tree_is_one_clear_error(hidden: str) -> None:
 
 def git(repo: Path, *args: str, date: str = "2016-01-01") -> str:
     """git in `repo`, as a fixed author at a fixed date (the history a test makes)."""
-    stamp = f"{date}T12:00:00+0000"
+    stamp = date if "T" in date else f"{date}T12:00:00+0000"
     env = {**os.environ, "GIT_AUTHOR_DATE": stamp, "GIT_COMMITTER_DATE": stamp,
            "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid",
            "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.invalid",
@@ -315,3 +315,11 @@ def test_a_websocket_transport_beside_the_api_is_said_and_not_held_against_it(
         "ready/push.py:4): it runs as a process of its own and does not count for or against "
         "the WSGI API")
     assert "websocket" not in run_cli("audit", "--format", "md", "ready").out.split("\n")[4]
+
+
+def test_at_is_the_start_of_the_day_in_utc(tmp_path: Path) -> None:
+    repo = tmp_path / "edge"
+    late = commit(repo, "2017-01-11T23:59:00+0000", {"a.txt": "1\n"})
+    commit(repo, "2017-01-11T23:30:00-0100", {"a.txt": "2\n"})  # 00:30 UTC on the 12th
+    res = run_cli("audit", "--at", "2017-01-12", str(repo))
+    assert res.err.startswith(f"{repo}: read {late} of 2017-01-11 on master"), res.err

@@ -9,7 +9,6 @@ operator's checkout with work in progress can be audited at any date."""
 from __future__ import annotations
 
 import datetime as dt
-import io
 import os
 import re
 import subprocess
@@ -99,8 +98,11 @@ def commit_before(repo: str, date: str) -> Revision:
     found = [ln for ln in line.splitlines() if not ln.startswith("commit ")]
     if not found:
         first = _text(repo, "log", "--first-parent", "--reverse", "--format=%cs", branch)
+        shallow = Path(repo, ".git", "shallow").exists()
         raise GitError(f"{repo}: no commit on {branch} before {date} (its first is of "
-                       f"{first.splitlines()[0] if first else '?'}); pass a later --at")
+                       f"{first.splitlines()[0] if first else '?'}); "
+                       + ("the clone is shallow: run `git fetch --unshallow` in it"
+                          if shallow else "pass a later --at"))
     sha, day = found[0].split()
     return Revision(sha, day, branch)
 
@@ -112,20 +114,36 @@ def tip(repo: str) -> Revision:
 
 
 def extract(repo: str, sha: str, dest: Path) -> None:
-    """The commit's files under `dest`, from the object store (regular files only: the
-    audit reads text, and a symlink or a `..` name in an archive must not escape)."""
-    data = _git(repo, "archive", "--format=tar", sha, binary=True)
-    assert isinstance(data, bytes)
-    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-        for member in tar:
-            parts = Path(member.name).parts
-            if not member.isfile() or Path(member.name).is_absolute() or ".." in parts:
-                continue
-            target = dest.joinpath(*parts)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            source = tar.extractfile(member)
-            if source is not None:
-                target.write_bytes(source.read())
+    """The commit's files under `dest`, streamed from the object store (regular files
+    only: the audit reads text, and a symlink or a `..` name must not escape `dest`)."""
+    try:
+        proc = subprocess.Popen(["git", "-C", repo, "archive", "--format=tar", sha],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                env={**os.environ, **ENV})
+    except FileNotFoundError:
+        raise GitError("git is not installed; install it (apt-get install git) to read "
+                       "repositories at a date") from None
+    assert proc.stdout is not None and proc.stderr is not None
+    try:
+        with tarfile.open(fileobj=proc.stdout, mode="r|") as tar:
+            for member in tar:
+                parts = Path(member.name).parts
+                if not member.isfile() or Path(member.name).is_absolute() or ".." in parts:
+                    continue
+                source = tar.extractfile(member)
+                if source is not None:
+                    target = dest.joinpath(*parts)
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    target.write_bytes(source.read())
+    except tarfile.TarError:
+        pass  # git's own message, read below, says why the stream stopped
+    finally:
+        proc.stdout.close()
+        err = proc.stderr.read().decode(errors="replace").strip().splitlines()
+        proc.stderr.close()
+        code = proc.wait(timeout=600)
+    if code != 0:
+        raise GitError(f"{repo}: git archive failed: {err[-1] if err else code}")
 
 
 def checkout_at(repo: str, revision: Revision) -> tempfile.TemporaryDirectory[str]:
