@@ -229,7 +229,9 @@ def test_the_2017_review_with_governance_data_accounts_for_every_tree(repos_2017
         "wsgistack: warning: tree mystery belongs to no team in the goal (no team's "
         "repositories name mystery); name its team with --projects or --teams",
         "wrote page.json (60 teams, 6 trees, 2 flagged)"]
-    rows = {t["team"]: t for t in json.loads((repos_2017 / "page.json").read_text())["teams"]}
+    page = json.loads((repos_2017 / "page.json").read_text())
+    assert page["left_out"] == [said[6].removeprefix("wsgistack: warning: ")]  # on the page too
+    rows = {t["team"]: t for t in page["teams"]}
     placed = sorted(a["path"] for r in rows.values() for a in r["audit"])
     assert placed == sorted(set(REPOS_2017) - {"mystery"})  # no silent drop
     freezer = rows["freezer"]  # both repositories; the API's decides
@@ -247,6 +249,11 @@ def test_the_2017_review_with_governance_data_accounts_for_every_tree(repos_2017
                    "--at", "2017-01-12", "--trees", "freezer", "freezer-api",
                    cwd=repos_2017).out
     assert "freezer: review cannot; audit supported" in text
+    rst = run_cli("goal", str(APRIL), "--projects", str(SEED / "projects-2017-04.yaml"),
+                  "--trees", "mystery", "--format", "rst", cwd=repos_2017).out
+    assert "* Left out: tree mystery belongs to no team in the goal" in rst
+    docutils = pytest.importorskip("docutils.core")
+    docutils.publish_doctree(rst, settings_overrides={"report_level": 2, "halt_level": 2})
     assert re.search(r"  audit: freezer-api at [0-9a-f]{12} of 2015-10-01 on master: "
                      r"supported \(WSGI entry", text)
 

@@ -380,7 +380,7 @@ def cmd_goal(args: argparse.Namespace) -> int:
     for problem in problems:
         _say(f"wsgistack: warning: {problem}")
     flagged = sum(1 for r in rows if r.flags)
-    _write_out(args.output, page.FORMATS[args.format](doc, rows),
+    _write_out(args.output, page.FORMATS[args.format](doc, rows, problems),
                f"{len(rows)} teams, {len(audits)} trees, {flagged} flagged")
     return 1 if problems else 0
 

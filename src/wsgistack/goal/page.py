@@ -7,7 +7,7 @@ from __future__ import annotations
 import html
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from wsgistack.goal import RULE, Row, change_links, verdict_of
 from wsgistack.goal.document import Artifacts, Goal
@@ -40,8 +40,9 @@ def _summary(goal: Goal, rows: list[Row]) -> str:
             f"{len(goal.cannot)} cannot, {len(goal.can)} can")
 
 
-def text(goal: Goal, rows: list[Row]) -> str:
-    out = [goal.title, f"topic: {goal.topic}", _summary(goal, rows), f"rule: {RULE}", ""]
+def text(goal: Goal, rows: list[Row], left_out: Sequence[str] = ()) -> str:
+    out = [goal.title, f"topic: {goal.topic}", _summary(goal, rows), f"rule: {RULE}",
+           *[f"LEFT OUT: {w}" for w in left_out], ""]
     for r in rows:
         out.append(f"{r.team.name}: review {r.review or '-'}; audit {verdict_of(r) or '-'}")
         out.append(f"  planning: {_artifacts(r.team.planning)}")
@@ -55,9 +56,10 @@ def _cell(value: str) -> str:
     return value.replace("|", "\\|").replace("\n", " ")
 
 
-def markdown(goal: Goal, rows: list[Row]) -> str:
+def markdown(goal: Goal, rows: list[Row], left_out: Sequence[str] = ()) -> str:
     out = [f"# {goal.title}", "", f"Gerrit topic: `{goal.topic}`. {_summary(goal, rows)}.", "",
            f"The audit column: {RULE}.", "",
+           *[f"- **left out:** {_cell(w)}" for w in left_out], *([""] if left_out else []),
            "| team | planning | completion | review | audit | evidence | flags |",
            "| --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
@@ -74,11 +76,13 @@ def _rst_text(value: str) -> str:
     return value.replace("*", "\\*").replace("|", "\\|")
 
 
-def rst(goal: Goal, rows: list[Row]) -> str:
+def rst(goal: Goal, rows: list[Row], left_out: Sequence[str] = ()) -> str:
     """A `list-table`, as the governance repository's goal pages use."""
     title = f"Status: {goal.title}"
     out = [title, "=" * len(title), "", _summary(goal, rows) + ".", "",
-           f"The audit: {_rst_text(RULE)}.", "", ".. list-table::", "   :header-rows: 1", "",
+           f"The audit: {_rst_text(RULE)}.", "",
+           *[f"* Left out: {_rst_text(w)}" for w in left_out], *([""] if left_out else []),
+           ".. list-table::", "   :header-rows: 1", "",
            "   * - Team", "     - Planning", "     - Completion", "     - Review",
            "     - Audit", "     - Flags"]
     for r in rows:
@@ -89,9 +93,10 @@ def rst(goal: Goal, rows: list[Row]) -> str:
     return "\n".join(out) + "\n"
 
 
-def as_json(goal: Goal, rows: list[Row]) -> str:
+def as_json(goal: Goal, rows: list[Row], left_out: Sequence[str] = ()) -> str:
     return json.dumps({
         "title": goal.title, "topic": goal.topic, "criteria": list(goal.criteria),
+        "left_out": list(left_out),
         "review": {"date": goal.review_date, "cannot": list(goal.cannot),
                    "can": list(goal.can)},
         "teams": [{
@@ -115,7 +120,7 @@ table{border-collapse:collapse;width:100%;table-layout:fixed}th,td{border:1px so
 padding:.4rem;vertical-align:top;text-align:left;overflow-wrap:anywhere}
 th{background:#f6f8fa;cursor:pointer}col.t{width:9%}col.a{width:15%}col.r{width:7%}
 col.v{width:10%}col.e{width:30%}col.f{width:14%}
-td.flag{background:#fff8c5}.v{font-weight:600;overflow-wrap:normal}a{word-break:break-all}
+td.flag,.warn li{background:#fff8c5}.v{font-weight:600;overflow-wrap:normal}a{word-break:break-all}
 @media (max-width:700px){table,thead,tbody,tr,th,td{display:block}thead{display:none}
 tr{margin:0 0 1rem;border:1px solid #d0d7de}td{border:none;border-bottom:1px solid #eee}
 td::before{content:attr(data-h) ": ";font-weight:600}}
@@ -139,7 +144,7 @@ def _linked(items: tuple[str, ...] | list[str]) -> str:
     return "<br>".join(out)
 
 
-def as_html(goal: Goal, rows: list[Row]) -> str:
+def as_html(goal: Goal, rows: list[Row], left_out: Sequence[str] = ()) -> str:
     heads = ("Team", "Planning", "Completion", "Review", "Audit", "Evidence", "Flags")
     body = []
     for r in rows:
@@ -160,11 +165,13 @@ def as_html(goal: Goal, rows: list[Row]) -> str:
         f"<p>Gerrit topic <code>{html.escape(goal.topic)}</code>. "
         f"{html.escape(_summary(goal, rows))}.</p>",
         f"<p>The audit column: {html.escape(RULE)}.</p>",
+        *([f'<ul class="warn">{"".join(f"<li>Left out: {html.escape(w)}</li>" for w in left_out)}'
+           "</ul>"] if left_out else []),
         '<table><colgroup><col class="t"><col class="a"><col class="a"><col class="r">'
         '<col class="v"><col class="e"><col class="f"></colgroup>',
         "<thead><tr>" + "".join(f"<th>{h}</th>" for h in heads) + "</tr></thead>",
         "<tbody>", *body, "</tbody></table>", f"<script>{SORT}</script></body></html>", ""])
 
 
-FORMATS: dict[str, Callable[[Goal, list[Row]], str]] = {
+FORMATS: dict[str, Callable[[Goal, list[Row], Sequence[str]], str]] = {
     "text": text, "md": markdown, "rst": rst, "json": as_json, "html": as_html}
