@@ -170,7 +170,8 @@ def test_the_april_2017_page_from_repositories_read_at_a_date(
     """Each early release made a git repository (committed on its release date, remote
     opendev.org/openstack/NAME), then the April 2017 document with April 2017's
     projects.yaml, read `--at 2017-04-11`: the 17 released before are on their teams' rows
-    (freezer-api on freezer's, kuryr-libnetwork on kuryr's), each later one a warning."""
+    (freezer-api on freezer's, kuryr-libnetwork on kuryr's), the two released later (up to
+    February 2018) each a warning."""
     import shutil
 
     from tests.conftest import run_cli
@@ -183,6 +184,8 @@ def test_the_april_2017_page_from_repositories_read_at_a_date(
             early[project] = (version, path)
     names = []
     for project, (version, path) in sorted(early.items()):
+        if rows[(project, version)]["date"] >= "2018-03":
+            continue  # the trees of 2018-19 (nova, neutron...) only cost time here
         repo = tmp_path / path.name
         shutil.copytree(path, repo)
         git(repo, "init", "-q", "-b", "master")
@@ -198,6 +201,7 @@ def test_the_april_2017_page_from_repositories_read_at_a_date(
     later = re.findall(r"warning: (\S+): no commit on master before 2017-04-11", res.err)
     lost = re.findall(r"warning: tree (\S+) belongs to no team", res.err)
     assert res.code == 1 and len(read) == 17 and sorted(read + later) == sorted(names)
+    assert later == ["masakari-3.0.1", "openstack-cyborg-0.2.0"]
     # gnocchi left OpenStack in March 2017: April's projects.yaml has no repository of it.
     assert lost == ["gnocchi-3.1.1"]
     page = {t["team"]: t for t in json.loads((tmp_path / "page.json").read_text())["teams"]}
