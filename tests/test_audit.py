@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -50,6 +51,9 @@ TREES: dict[str, dict[str, str]] = {
         "doc/source/install.rst": "Install\n=======\n\nDeploy the API with mod_wsgi.\n",
         "ready/tests/test_api.py": "from wsgiref.simple_server import make_server\n"
                                    "make_server('', 0, None)\n",
+        # Push to clients over a websocket, as zaqar does: a transport of its own, not WSGI.
+        "ready/push.py": "import websockets\n\nasync def main(handler):\n"
+                         "    await websockets.serve(handler, '127.0.0.1', 9000)\n",
     },
     # A paste.deploy pipeline loaded into `application` by a module of its own.
     "pasted": {
@@ -205,3 +209,117 @@ def test_unreadable_tree_is_one_clear_error(hidden: str) -> None:
         parent.chmod(0o700)
         tree.chmod(0o700)
         shutil.rmtree(parent)
+
+
+def git(repo: Path, *args: str, date: str = "2016-01-01") -> str:
+    """git in `repo`, as a fixed author at a fixed date (the history a test makes)."""
+    stamp = date if "T" in date else f"{date}T12:00:00+0000"
+    env = {**os.environ, "GIT_AUTHOR_DATE": stamp, "GIT_COMMITTER_DATE": stamp,
+           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.invalid",
+           "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1"}
+    return subprocess.run(["git", "-C", str(repo), *args], env=env, check=True,
+                          capture_output=True, text=True).stdout.strip()
+
+
+def commit(repo: Path, date: str, files: dict[str, str], message: str = "change") -> str:
+    """Write `files` (relative path -> text) and commit them on `date`; the commit's sha."""
+    if not (repo / ".git").exists():
+        repo.mkdir(parents=True, exist_ok=True)
+        git(repo, "init", "-q", "-b", "master")
+    for rel, text in files.items():
+        (repo / rel).parent.mkdir(parents=True, exist_ok=True)
+        (repo / rel).write_text(text)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", message, date=date)
+    return git(repo, "rev-parse", "HEAD")
+
+
+SERVED = {  # an eventlet-served API before its WSGI entry, as 2016's services were
+    "setup.cfg": SETUP_CFG.format(name="served", entry_points=(
+        "console_scripts =\n    served-api = served.cmd.api:main")),
+    "served/__init__.py": "",
+    "served/app.py": "def app(environ, start_response):\n    return []\n",
+    "served/cmd/__init__.py": "",
+    "served/cmd/api.py": "import eventlet.wsgi\nfrom served import app\n\ndef main():\n"
+                         "    eventlet.wsgi.server(None, app.app)\n",
+}
+WITH_ENTRY = {"setup.cfg": SETUP_CFG.format(name="served", entry_points=(
+    "wsgi_scripts =\n    served-wsgi-api = served.app:app\n"
+    "console_scripts =\n    served-api = served.cmd.api:main"))}
+
+
+def served_repo(repo: Path) -> dict[str, str]:
+    """master: 2016-11-01 (no entry), 2017-02-01 merge of a side branch whose commit of
+    2016-12-15 added the entry, 2017-03-01 after. First-parent before 2017-01-12 is the
+    first commit; following every parent by date would pick the side branch's."""
+    shas = {"before": commit(repo, "2016-11-01", SERVED, "eventlet only")}
+    git(repo, "checkout", "-q", "-b", "side")
+    shas["side"] = commit(repo, "2016-12-15", WITH_ENTRY, "wsgi_scripts")
+    git(repo, "checkout", "-q", "master")
+    git(repo, "merge", "-q", "--no-ff", "-m", "merge side", "side", date="2017-02-01")
+    shas["after"] = commit(repo, "2017-03-01", {"README.rst": "served\n"}, "docs")
+    return shas
+
+
+def test_audit_at_a_date_reads_the_commit_and_touches_nothing(tmp_path: Path) -> None:
+    repo = tmp_path / "served"
+    shas = served_repo(repo)
+    # An operator's checkout: on another branch, with uncommitted work in the tree.
+    git(repo, "checkout", "-q", "side")
+    (repo / "served/app.py").write_text("# work in progress\n")
+    (repo / "new.txt").write_text("untracked\n")
+    before = (git(repo, "symbolic-ref", "HEAD"), git(repo, "rev-parse", "HEAD"),
+              git(repo, "status", "--porcelain"), (repo / ".git/index").read_bytes())
+    res = run_cli("audit", "--at", "2017-01-12", str(repo), "--format", "json")
+    assert res.code == 0, res.err
+    assert res.err.splitlines() == [f"{repo}: read {shas['before']} of 2016-11-01 on "
+                                    "master, the last commit before 2017-01-12"]
+    doc = json.loads(res.out)
+    assert (doc[0]["project"], doc[0]["verdict"]) == ("served", "not supported")
+    assert doc[0]["revision"] == f"{shas['before']} of 2016-11-01 on master"
+    later = json.loads(run_cli("audit", "--at", "2017-03-02", str(repo), "--format",
+                               "json").out)
+    assert later[0]["verdict"] == "supported"
+    assert later[0]["revision"].startswith(shas["after"])
+    after = (git(repo, "symbolic-ref", "HEAD"), git(repo, "rev-parse", "HEAD"),
+             git(repo, "status", "--porcelain"), (repo / ".git/index").read_bytes())
+    assert after == before
+    assert (repo / "served/app.py").read_text() == "# work in progress\n"
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--at", "12/01/2017", "served"], r"^--at 12/01/2017: not a date; write it as YYYY-MM-DD"),
+    (["--at", "2016-01-01", "served"], r"^served: no commit on master before 2016-01-01 \(its "
+                                       r"first is of 2016-11-01\); pass a later --at$"),
+    (["--at", "2017-01-12", "plain"], r"^plain: not a git repository; --at reads a "
+                                      r"repository's history"),
+])
+def test_audit_at_errors_are_one_line(tmp_path: Path, argv: list[str], message: str) -> None:
+    served_repo(tmp_path / "served")
+    (tmp_path / "plain").mkdir()
+    res = run_cli("audit", *argv, cwd=tmp_path)
+    assert res.code == 2 and len(res.err.splitlines()) == 1
+    assert re.search(message, res.err.removeprefix("wsgistack: error: ")), res.err
+
+
+def test_a_websocket_transport_beside_the_api_is_said_and_not_held_against_it(
+        trees: Path) -> None:
+    """zaqar's case: its WSGI API, and a websocket server run as a process of its own."""
+    found = audit_tree("ready")
+    assert found.verdict == "supported" and found.to_change == ()
+    assert [(f.file, f.line) for f in found.findings if f.kind == "websocket-server"] == [
+        ("ready/push.py", 4)]
+    assert found.reasons[-1] == (
+        "beside it, a websocket transport that is not WSGI (websockets.serve at "
+        "ready/push.py:4): it runs as a process of its own and does not count for or against "
+        "the WSGI API")
+    assert "websocket" not in run_cli("audit", "--format", "md", "ready").out.split("\n")[4]
+
+
+def test_at_is_the_start_of_the_day_in_utc(tmp_path: Path) -> None:
+    repo = tmp_path / "edge"
+    late = commit(repo, "2017-01-11T23:59:00+0000", {"a.txt": "1\n"})
+    commit(repo, "2017-01-11T23:30:00-0100", {"a.txt": "2\n"})  # 00:30 UTC on the 12th
+    res = run_cli("audit", "--at", "2017-01-12", str(repo))
+    assert res.err.startswith(f"{repo}: read {late} of 2017-01-11 on master"), res.err

@@ -403,12 +403,18 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_audit(args: argparse.Namespace) -> int:
     from wsgistack import audit
-    from wsgistack.audit import report
+    from wsgistack.audit import git, report
 
     paths = [*args.paths, *(audit.read_list(args.list) if args.list else [])]
     if not paths:
         raise WsgistackError("audit: name at least one source tree, or --list FILE")
-    audits = [audit.audit_tree(p) for p in paths]
+    if args.at:
+        date = git.parse_date(args.at)
+        audits = [audit.audit_at(p, date) for p in paths]
+        for a in audits:
+            _say(f"{a.path}: read {a.revision}, the last commit before {date}")
+    else:
+        audits = [audit.audit_tree(p) for p in paths]
     _write_out(args.output, report.FORMATS[args.format](audits), f"{len(audits)} project(s)")
     return 0
 
@@ -423,23 +429,34 @@ def _write_out(output: str | None, text: str, what: str) -> None:
 
 def cmd_goal(args: argparse.Namespace) -> int:
     from wsgistack import audit, goal
-    from wsgistack.goal import document, page
+    from wsgistack.audit import git
+    from wsgistack.goal import document, page, projects
 
     doc = document.read(args.document)
     paths = [*args.trees, *(audit.read_list(args.list) if args.list else [])]
     teams = goal.read_teams(args.teams) if args.teams else None
+    owners = projects.read(args.projects) if args.projects else None
+    if args.since_history and not args.at:
+        raise WsgistackError("goal: --since-history reads history from the --at date on; "
+                             "add --at YYYY-MM-DD")
+    date = git.parse_date(args.at) if args.at else ""
     audits, problems = [], []
     for path in paths:  # a tree that cannot be read is one line; the page is still made
         try:
-            audits.append(audit.audit_tree(path))
+            audits.append(audit.audit_at(path, date) if date else audit.audit_tree(path))
         except audit.AuditError as exc:
             problems.append(f"{exc}; left out of the page")
-    rows = goal.rows(doc, audits, teams)
+        else:
+            if date:
+                _say(f"{path}: read {audits[-1].revision}, the last commit before {date}")
+    since = goal.entry_since if args.since_history else None
+    rows = goal.rows(doc, audits, teams, owners, since)
+    problems += goal.assign(doc, audits, teams, owners)[1]
     problems += goal.unmatched(doc, audits, teams)
     for problem in problems:
         _say(f"wsgistack: warning: {problem}")
     flagged = sum(1 for r in rows if r.flags)
-    _write_out(args.output, page.FORMATS[args.format](doc, rows),
+    _write_out(args.output, page.FORMATS[args.format](doc, rows, problems),
                f"{len(rows)} teams, {len(audits)} trees, {flagged} flagged")
     return 1 if problems else 0
 
@@ -669,6 +686,8 @@ def parser() -> argparse.ArgumentParser:
             "WSGI, and what blocks it (static reading, no import)")
     p.add_argument("paths", nargs="*", metavar="DIR", help="source trees (checkouts, sdists)")
     p.add_argument("--list", help="a file naming one tree per line")
+    p.add_argument("--at", metavar="YYYY-MM-DD", help="read git repositories as their default "
+                   "branch was before that day (first-parent; work tree and HEAD untouched)")
     p.add_argument("--format", choices=["text", "md", "json", "html"], default="text")
     p.add_argument("-o", "--output", help="write the report here instead of stdout")
     p = add("install", cmd_install, "put the stack on this host: system Apache or nginx "
@@ -702,6 +721,14 @@ def parser() -> argparse.ArgumentParser:
                    help="the teams' source trees (matched to teams by name, or --teams)")
     p.add_argument("--list", help="a file naming one tree per line")
     p.add_argument("--teams", help="TOML: team = [\"repository\", ...] (default: by name)")
+    p.add_argument("--projects", metavar="PROJECTS.YAML", help="governance's "
+                   "reference/projects.yaml: a tree belongs to the team whose deliverables "
+                   "list its repository (by directory, git remote or package name)")
+    p.add_argument("--at", metavar="YYYY-MM-DD", help="read the trees (git repositories) as "
+                   "their default branch was before that day; work trees untouched")
+    p.add_argument("--since-history", action="store_true", help="with --at: for a team "
+                   "listed as done whose code then had no WSGI entry, the commit that added "
+                   "the entry its branch has today")
     p.add_argument("--format", choices=["text", "md", "rst", "html", "json"], default="text")
     p.add_argument("-o", "--output", help="write the page here instead of stdout")
     p = add("ls", cmd_ls, "list the stacks up on this machine (that this user can see): "

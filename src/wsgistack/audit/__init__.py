@@ -5,13 +5,14 @@ finding and the reasons that decided each verdict."""
 from __future__ import annotations
 
 import configparser
+import dataclasses
 import os
 import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from wsgistack.audit import scan
+from wsgistack.audit import git, scan
 from wsgistack.audit.scan import KINDS, Finding, Tree
 from wsgistack.errors import WsgistackError
 
@@ -40,6 +41,7 @@ class Audit:
     reasons: tuple[str, ...]
     findings: tuple[Finding, ...]
     to_change: tuple[str, ...] = ()  # what would change the verdict (toward supported)
+    revision: str = ""  # with --at: the commit read ("<sha> of <date> on <branch>")
 
     def of(self, group: str) -> list[Finding]:
         return [f for f in self.findings if KINDS[f.kind][0] == group]
@@ -198,6 +200,14 @@ def _commands(tree: Tree, eps: dict[str, list[tuple[str, str, int, str]]]) -> No
             tree.add("command-server", rel, scan.line_of(text, pos), what + script)
 
 
+def _transports(tree: Tree) -> None:
+    for rel, text in tree.texts.items():
+        m = scan.WEBSOCKET_SERVER.search(text) if rel.endswith(".py") else None
+        if m and not _is_test(rel):
+            tree.add("websocket-server", rel, scan.line_of(text, m.start()),
+                     m.group(0).rstrip("( "))
+
+
 def _risks(tree: Tree, chains: dict[str, list[str]]) -> None:
     argv_seen, env_config = False, False
     for rel, chain in chains.items():
@@ -275,7 +285,8 @@ def _verdict(tree: Tree, entries: list[str],
         if broken:
             return NOT_SUPPORTED, [f"declared WSGI entry is broken: {f.detail} at {at(f)}"
                                    for f in broken]
-        return NO_API, ["no WSGI entry point and no server started by its code"]
+        return NO_API, ["no WSGI entry point and no server started by its code",
+                        *_beside(found["websocket-server"])]
     reasons = [f"WSGI entry: {f.detail} at {at(f)}"
                for f in found["wsgi-script"] + found["wsgi-module"] + found["paste-app"]]
     why_partial = [f"a server started as a Python command that no WSGI entry mirrors: "
@@ -285,7 +296,32 @@ def _verdict(tree: Tree, entries: list[str],
     specific = [rel for rel in entries if SERVER_SPECIFIC.search(tree.texts[rel])]
     if specific and len(specific) == len(entries):
         why_partial += [f"entry {rel} imports a server-specific module" for rel in specific]
-    return (PARTIAL if why_partial else SUPPORTED), reasons + why_partial
+    return (PARTIAL if why_partial else SUPPORTED), (reasons + why_partial
+                                                     + _beside(found["websocket-server"]))
+
+
+def _beside(transports: list[Finding]) -> list[str]:
+    """One reason for the transports that are not WSGI: said, and not held against it."""
+    if not transports:
+        return []
+    first = transports[0]
+    return [f"beside it, a websocket transport that is not WSGI ({first.detail} at "
+            f"{first.file}:{first.line}): it runs as a process of its own and does not count "
+            "for or against the WSGI API"]
+
+
+def audit_at(path: str, date: str) -> Audit:
+    """The git repository at `path` as its default branch was before `date`, read from
+    its object store (see audit.git); the Audit names the repository and the commit."""
+    try:
+        revision = git.commit_before(path, date)
+        with git.checkout_at(path, revision) as tmp:
+            found = audit_tree(tmp)
+            if found.project == Path(tmp).name:  # no name in its metadata: the directory's
+                found = dataclasses.replace(found, project=Path(path).resolve().name)
+    except git.GitError as exc:
+        raise AuditError(str(exc)) from None
+    return dataclasses.replace(found, path=path, revision=str(revision))
 
 
 def audit_tree(path: str) -> Audit:
@@ -310,6 +346,7 @@ def audit_tree(path: str) -> Audit:
     reached = scan.reachable(tree, entries)  # each entry's import path
     _hints(tree)
     _commands(tree, eps)
+    _transports(tree)
     _risks(tree, reached)
     verdict, reasons = _verdict(tree, entries, reached)
     findings = sorted(set(tree.findings), key=lambda f: (f.file, f.line, f.kind))

@@ -15,14 +15,15 @@ COLOURS = {SUPPORTED: "#1a7f37", PARTIAL: "#9a6700", NOT_SUPPORTED: "#cf222e",
 
 
 def _entries(a: Audit) -> str:
-    return ", ".join(f"{f.file}:{f.line}" for f in a.of("entry")) or "-"
+    return ", ".join(dict.fromkeys(f"{f.file}:{f.line}" for f in a.of("entry"))) or "-"
 
 
 def _blockers(a: Audit) -> str:
     """The reasons that kept the verdict from `supported`."""
     if a.verdict == NO_API:
         return "-"
-    return "; ".join(r for r in a.reasons if not r.startswith("WSGI entry:")) or "-"
+    return "; ".join(r for r in a.reasons
+                     if not r.startswith(("WSGI entry:", "beside it,"))) or "-"
 
 
 def _summary(audits: list[Audit]) -> str:
@@ -37,7 +38,8 @@ def text(audits: list[Audit]) -> str:
     out = ["  ".join(c.ljust(w) for c, w in zip(r[:3], widths, strict=False)) + "  " + r[3]
            for r in rows]
     for a in audits:
-        out += ["", f"{a.project} ({a.path}): {a.verdict}"]
+        at = f" at {a.revision}" if a.revision else ""
+        out += ["", f"{a.project} ({a.path}{at}): {a.verdict}"]
         out += [f"  because {r}" for r in a.reasons]
         out += [f"  would change it: {c}" for c in a.to_change]
         out += [f"  {f.file}:{f.line}: [{f.kind}] {f.detail}" for f in a.findings]
@@ -63,7 +65,8 @@ def markdown(audits: list[Audit]) -> str:
 
 def as_json(audits: list[Audit]) -> str:
     return json.dumps([{
-        "project": a.project, "path": a.path, "verdict": a.verdict, "reasons": list(a.reasons),
+        "project": a.project, "path": a.path, "revision": a.revision, "verdict": a.verdict,
+        "reasons": list(a.reasons),
         "to_change": list(a.to_change),
         "findings": [{"kind": f.kind, "group": KINDS[f.kind][0], "file": f.file,
                       "line": f.line, "detail": f.detail} for f in a.findings],
@@ -81,7 +84,7 @@ th{background:#f6f8fa}.badge{color:#fff;border-radius:1rem;padding:.1rem .6rem;
 white-space:nowrap;font-size:.85rem}code{font-size:.85rem}
 details{border:1px solid #d1d9e0;border-radius:8px;padding:.5rem 1rem;margin:.6rem 0}
 summary{cursor:pointer;font-weight:600}.g-entry{color:#1a7f37}.g-blocker,.g-broken,
-.g-command{color:#cf222e}.g-risk{color:#9a6700}.g-hint,.g-ok{color:#59636e}
+.g-command{color:#cf222e}.g-risk{color:#9a6700}.g-hint,.g-ok,.g-transport{color:#59636e}
 """
 
 
@@ -106,9 +109,10 @@ def as_html(audits: list[Audit]) -> str:
             f"<tr><td><code>{e(f.file)}:{f.line}</code></td>"
             f"<td class='g-{KINDS[f.kind][0]}'>{e(f.kind)}</td><td>{e(f.detail)}</td></tr>"
             for f in a.findings)
+        at = e(f" at {a.revision}") if a.revision else ""
         details.append(
             f"<details id='p{i}'><summary>{e(a.project)} {_badge(a.verdict)}"
-            f"</summary><p><code>{e(a.path)}</code></p><ul>{items}</ul><table><tr>"
+            f"</summary><p><code>{e(a.path)}</code>{at}</p><ul>{items}</ul><table><tr>"
             f"<th>file:line</th><th>finding</th><th>detail</th></tr>{found}</table></details>")
     return (
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>"

@@ -43,6 +43,8 @@ KINDS = {
     "devstack": ("hint", "devstack deploys the API through Apache/uWSGI"),
     "docs": ("hint", "documentation of a mod_wsgi/uWSGI deployment"),
     "command-server": ("command", "the API is served by a Python command"),
+    "websocket-server": ("transport", "a websocket server: a transport of its own beside the "
+                                      "WSGI API, not WSGI (WSGI cannot hold a connection open)"),
     "console-script": ("hint", "console script"),
     "monkey-patch": ("blocker", "eventlet.monkey_patch() reached from the API's import path"),
     "import-state": ("risk", "state created at import time that does not survive fork"),
@@ -68,6 +70,11 @@ COMMAND_SERVERS = [  # (regex on source, what it is)
 LAUNCH = re.compile(r"\bservice\.launch\s*\(|\blaunch_service\s*\(")
 WSGI_NEARBY = re.compile(r"\bWSGIService\b|\bwsgi\.Server\b|\bwsgi\.Loader\b|\bloadapp\b|"
                          r"\bload_paste_app\b|\bwsgi_app\b")
+# A websocket server (zaqar's autobahn transport, the `websockets` library): run as its own
+# process next to the WSGI API, never by a WSGI server, so it is neither an entry nor a
+# command that a WSGI entry ought to mirror.
+WEBSOCKET_SERVER = re.compile(r"\bWebSocketServer(?:Factory|Protocol)\b|"
+                              r"\bwebsockets\.(?:asyncio\.server\.)?serve\s*\(")
 APP_RUN = re.compile(r"^\s*\w+\.run\s*\(.*\b(host|port|debug)\s*=", re.M)
 # In a console script's module, `app.run(host, port)` of a project built on a framework
 # (kuryr-libnetwork's plugin endpoint for Docker): its HTTP API, served by a command.

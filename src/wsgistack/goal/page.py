@@ -7,9 +7,9 @@ from __future__ import annotations
 import html
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
-from wsgistack.goal import Row, verdict_of
+from wsgistack.goal import RULE, Row, change_links, verdict_of
 from wsgistack.goal.document import Artifacts, Goal
 
 
@@ -20,13 +20,16 @@ def _artifacts(a: Artifacts) -> str:
 
 
 def _evidence(row: Row, limit: int = 3) -> list[str]:
-    """Per tree: its verdict, the reasons that decided it, and the first entry lines."""
+    """Per repository: its verdict, the commit read (with --at), the reasons that decided
+    it and the first entry lines; then the completion artifacts that are changes or
+    commits, so the document's claim and the code sit side by side."""
     out = []
     for a in row.audits:
         lines = [f"{f.file}:{f.line} {f.detail}" for f in a.of("entry")[:limit]]
-        out.append(f"{a.project}: {a.verdict} ({'; '.join(a.reasons)})"
+        at = f" at {a.revision[:12]}{a.revision[40:]}" if a.revision else ""
+        out.append(f"{a.project}{at}: {a.verdict} ({'; '.join(a.reasons)})"
                    + (f" [{', '.join(lines)}]" if lines else ""))
-    return out
+    return out + [f"completion artifact: {u}" for u in change_links(row.team)]
 
 
 def _summary(goal: Goal, rows: list[Row]) -> str:
@@ -37,8 +40,9 @@ def _summary(goal: Goal, rows: list[Row]) -> str:
             f"{len(goal.cannot)} cannot, {len(goal.can)} can")
 
 
-def text(goal: Goal, rows: list[Row]) -> str:
-    out = [goal.title, f"topic: {goal.topic}", _summary(goal, rows), ""]
+def text(goal: Goal, rows: list[Row], left_out: Sequence[str] = ()) -> str:
+    out = [goal.title, f"topic: {goal.topic}", _summary(goal, rows), f"rule: {RULE}",
+           *[f"LEFT OUT: {w}" for w in left_out], ""]
     for r in rows:
         out.append(f"{r.team.name}: review {r.review or '-'}; audit {verdict_of(r) or '-'}")
         out.append(f"  planning: {_artifacts(r.team.planning)}")
@@ -52,8 +56,10 @@ def _cell(value: str) -> str:
     return value.replace("|", "\\|").replace("\n", " ")
 
 
-def markdown(goal: Goal, rows: list[Row]) -> str:
+def markdown(goal: Goal, rows: list[Row], left_out: Sequence[str] = ()) -> str:
     out = [f"# {goal.title}", "", f"Gerrit topic: `{goal.topic}`. {_summary(goal, rows)}.", "",
+           f"The audit column: {RULE}.", "",
+           *[f"- **left out:** {_cell(w)}" for w in left_out], *([""] if left_out else []),
            "| team | planning | completion | review | audit | evidence | flags |",
            "| --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
@@ -70,10 +76,12 @@ def _rst_text(value: str) -> str:
     return value.replace("*", "\\*").replace("|", "\\|")
 
 
-def rst(goal: Goal, rows: list[Row]) -> str:
+def rst(goal: Goal, rows: list[Row], left_out: Sequence[str] = ()) -> str:
     """A `list-table`, as the governance repository's goal pages use."""
     title = f"Status: {goal.title}"
     out = [title, "=" * len(title), "", _summary(goal, rows) + ".", "",
+           f"The audit: {_rst_text(RULE)}.", "",
+           *[f"* Left out: {_rst_text(w)}" for w in left_out], *([""] if left_out else []),
            ".. list-table::", "   :header-rows: 1", "",
            "   * - Team", "     - Planning", "     - Completion", "     - Review",
            "     - Audit", "     - Flags"]
@@ -85,9 +93,10 @@ def rst(goal: Goal, rows: list[Row]) -> str:
     return "\n".join(out) + "\n"
 
 
-def as_json(goal: Goal, rows: list[Row]) -> str:
+def as_json(goal: Goal, rows: list[Row], left_out: Sequence[str] = ()) -> str:
     return json.dumps({
         "title": goal.title, "topic": goal.topic, "criteria": list(goal.criteria),
+        "left_out": list(left_out),
         "review": {"date": goal.review_date, "cannot": list(goal.cannot),
                    "can": list(goal.can)},
         "teams": [{
@@ -95,7 +104,9 @@ def as_json(goal: Goal, rows: list[Row]) -> str:
             "planning": {"state": r.team.planning.state, "items": list(r.team.planning.items)},
             "completion": {"state": r.team.completion.state,
                            "items": list(r.team.completion.items)},
-            "audit": [{"project": a.project, "path": a.path, "verdict": a.verdict,
+            "verdict": verdict_of(r), "changes": change_links(r.team),
+            "audit": [{"project": a.project, "path": a.path, "revision": a.revision,
+                       "verdict": a.verdict,
                        "reasons": list(a.reasons),
                        "entries": [f"{f.file}:{f.line}" for f in a.of("entry")]}
                       for a in r.audits],
@@ -107,9 +118,9 @@ CSS = """
 body{font:15px/1.4 system-ui,sans-serif;margin:1rem;color:#1f2328}
 table{border-collapse:collapse;width:100%;table-layout:fixed}th,td{border:1px solid #d0d7de;
 padding:.4rem;vertical-align:top;text-align:left;overflow-wrap:anywhere}
-th{background:#f6f8fa;cursor:pointer}col.t{width:9%}col.a{width:17%}col.r{width:7%}
-col.v{width:8%}col.e{width:27%}col.f{width:15%}
-td.flag{background:#fff8c5}.v{font-weight:600}a{word-break:break-all}
+th{background:#f6f8fa;cursor:pointer}col.t{width:9%}col.a{width:15%}col.r{width:7%}
+col.v{width:10%}col.e{width:30%}col.f{width:14%}
+td.flag,.warn li{background:#fff8c5}.v{font-weight:600;overflow-wrap:normal}a{word-break:break-all}
 @media (max-width:700px){table,thead,tbody,tr,th,td{display:block}thead{display:none}
 tr{margin:0 0 1rem;border:1px solid #d0d7de}td{border:none;border-bottom:1px solid #eee}
 td::before{content:attr(data-h) ": ";font-weight:600}}
@@ -133,7 +144,7 @@ def _linked(items: tuple[str, ...] | list[str]) -> str:
     return "<br>".join(out)
 
 
-def as_html(goal: Goal, rows: list[Row]) -> str:
+def as_html(goal: Goal, rows: list[Row], left_out: Sequence[str] = ()) -> str:
     heads = ("Team", "Planning", "Completion", "Review", "Audit", "Evidence", "Flags")
     body = []
     for r in rows:
@@ -153,11 +164,14 @@ def as_html(goal: Goal, rows: list[Row]) -> str:
         f"<h1>{html.escape(goal.title)}</h1>",
         f"<p>Gerrit topic <code>{html.escape(goal.topic)}</code>. "
         f"{html.escape(_summary(goal, rows))}.</p>",
+        f"<p>The audit column: {html.escape(RULE)}.</p>",
+        *([f'<ul class="warn">{"".join(f"<li>Left out: {html.escape(w)}</li>" for w in left_out)}'
+           "</ul>"] if left_out else []),
         '<table><colgroup><col class="t"><col class="a"><col class="a"><col class="r">'
         '<col class="v"><col class="e"><col class="f"></colgroup>',
         "<thead><tr>" + "".join(f"<th>{h}</th>" for h in heads) + "</tr></thead>",
         "<tbody>", *body, "</tbody></table>", f"<script>{SORT}</script></body></html>", ""])
 
 
-FORMATS: dict[str, Callable[[Goal, list[Row]], str]] = {
+FORMATS: dict[str, Callable[[Goal, list[Row], Sequence[str]], str]] = {
     "text": text, "md": markdown, "rst": rst, "json": as_json, "html": as_html}
