@@ -23,9 +23,13 @@ _LOADER_SOURCE = Path(loader.__file__).read_text(encoding="utf-8")
 # The loader's own docstring and __future__ import open the file; everything after them is
 # appended to a header of our own so the generated file still starts with a valid __future__.
 _LOADER_BODY = _LOADER_SOURCE.split("from __future__ import annotations\n", 1)[1]
+_MARKER = "# ---- copied into entries from here ----\n"
+# The strict framing rules (framing.py), after the loader whose names they use.
+_FRAMING_BODY = (Path(__file__).parent / "framing.py").read_text(encoding="utf-8").split(
+    _MARKER, 1)[1]
 # How an entry run as a command serves (standalone.py), after the loader whose names it uses.
 _STANDALONE_BODY = (Path(__file__).parent / "standalone.py").read_text(encoding="utf-8").split(
-    "# ---- copied into entries from here ----\n", 1)[1]
+    _MARKER, 1)[1]
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,9 @@ class EntrySpec:
     static_whitenoise: bool = False
     spool: bool = False  # read a chunked body whole and give it a CONTENT_LENGTH
     read_unread: bool = False  # read what the app left of a body (uWSGI behind a front end)
+    # The server passes the client's Transfer-Encoding and Content-Length as they came: the
+    # entry refuses broken or ambiguous framing from them (framing.strict_framing).
+    check_framing: bool = False
 
 
 def module_name(service: str) -> str:
@@ -84,6 +91,7 @@ STATIC = {static!r}
 STATIC_WHITENOISE = {static_whitenoise!r}
 SPOOL = {spool!r}
 READ_UNREAD = {read_unread!r}
+CHECK_FRAMING = {check_framing!r}
 TRUSTED_PROXIES = {trusted_proxies!r}
 
 _lock = _threading.Lock()
@@ -113,8 +121,8 @@ def get_application(args=None):
                 limited = read_unread(limited)
             if SPOOL:
                 limited = spool_chunked(limited, MAX_BODY)
-            _app = server_quirks(limited, TRUSTED_PROXIES, CHECK_HEADERS, HTTP_PROXIED,
-                                 MAX_BODY)
+            _app = strict_framing(server_quirks(limited, TRUSTED_PROXIES, CHECK_HEADERS,
+                                                HTTP_PROXIED, MAX_BODY), CHECK_FRAMING)
     return _app
 
 
@@ -166,9 +174,9 @@ def render(spec: EntrySpec) -> str:
         end_on_timeout=spec.end_on_timeout, check_headers=spec.check_headers,
         http_proxied=spec.http_proxied, static=[tuple(s) for s in spec.static],
         static_whitenoise=spec.static_whitenoise, spool=spec.spool,
-        read_unread=spec.read_unread,
+        read_unread=spec.read_unread, check_framing=spec.check_framing,
     )
-    return header + _LOADER_BODY + _STANDALONE_BODY + runner
+    return header + _LOADER_BODY + _FRAMING_BODY + _STANDALONE_BODY + runner
 
 
 def write_checked(spec: EntrySpec, output: Path, python: str = sys.executable) -> None:

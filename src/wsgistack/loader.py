@@ -458,7 +458,7 @@ def uniform_errors(app: WSGIApp) -> WSGIApp:
                 first.append(piece)
                 if piece:
                     break
-        except BodyTooLarge:  # limit_body's, to answer 413
+        except (BodyTooLarge, RequestRefused):  # limit_body's 413, strict_framing's 400
             raise
         except Exception:
             if hasattr(result, "close"):
@@ -471,6 +471,11 @@ def uniform_errors(app: WSGIApp) -> WSGIApp:
 
 class BodyTooLarge(Exception):
     """A body of unknown length (chunked) went past the limit as the app read it."""
+
+
+class RequestRefused(Exception):
+    """Raised as the app reads a request that must be refused (framing.BadFraming): a layer
+    outside the app answers it, not uniform_errors' 500."""
 
 
 class _CountedInput:

@@ -93,7 +93,8 @@ class Backend(Protocol):
 
 def entry_files(plan: Plan, *, mount: bool, limits: str = "entry", own_timeout: bool = True,
                 check_headers: bool = False, http_proxied: bool = False,
-                serve_static: bool = False, read_unread: bool = False) -> dict[str, str]:
+                serve_static: bool = False, read_unread: bool = False,
+                check_framing: bool = False) -> dict[str, str]:
     """Entry files for every service, relative to the state dir.
 
     `mount`: the server passes the full path and no SCRIPT_NAME, so the entry splits the
@@ -109,6 +110,8 @@ def entry_files(plan: Plan, *, mount: bool, limits: str = "entry", own_timeout: 
     `serve_static`: the entry serves the services' static files (WhiteNoise); else it only
     answers 404 under their paths for what the server did not find. `read_unread`: a front
     end sends whole bodies to uWSGI, which must read them even after an early answer.
+    `check_framing`: the server passes the client's Transfer-Encoding and Content-Length
+    unchanged, and the entry refuses broken framing from them (framing.py).
     """
     files = {}
     for svc in plan.services:
@@ -123,8 +126,7 @@ def entry_files(plan: Plan, *, mount: bool, limits: str = "entry", own_timeout: 
             trusted_proxies=plan.trusted_proxies, http_proxied=http_proxied,
             static=svc.static, static_whitenoise=serve_static,
             spool=not cfg.upload,  # an upload service's bodies stream on
-            read_unread=read_unread,
-
+            read_unread=read_unread, check_framing=check_framing,
         )
         files[entry_file(svc)] = entry.render(spec)
     return files
