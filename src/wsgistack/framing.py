@@ -42,10 +42,6 @@ class BadFraming(RequestRefused):
     """The request's framing is broken or ambiguous: answered `status` (400, 501), the
     connection closed, the app never called or its body read stopped."""
 
-    def __init__(self, reason: str, status: str = "400 Bad Request") -> None:
-        super().__init__(reason)
-        self.status = status
-
 
 def _is_token(data: bytes) -> bool:
     return bool(data) and _TCHAR.issuperset(data)
@@ -192,8 +188,8 @@ def framing_error(environ: dict[str, Any]) -> BadFraming | None:
     return None
 
 
-def refusal(environ: dict[str, Any], start_response: Callable[..., Any], error: BadFraming
-            ) -> list[bytes]:
+def refusal(environ: dict[str, Any], start_response: Callable[..., Any],
+            error: RequestRefused) -> list[bytes]:
     """The answer to a request with broken framing: its status, and the connection closed
     (what follows on it cannot be told apart from this request's body). wsgiref refuses a
     Connection header from the app, and closes after every request anyway."""
@@ -209,7 +205,7 @@ def strict_framing(app: Callable[..., Any], check_environ: bool = True
                    ) -> Callable[..., Any]:
     """Refuse broken framing before `app`: the framing headers as the server passed them
     (with `check_environ`, for servers that pass the client's own values), and a chunked
-    body that turns out broken as it is read (our decoder's BadFraming)."""
+    body that turns out broken as it is read (our decoder's BadFraming, uWSGI's failure)."""
     def strict(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         length = environ.get("CONTENT_LENGTH") or "0"
         if check_environ and ("HTTP_TRANSFER_ENCODING" in environ
@@ -219,7 +215,7 @@ def strict_framing(app: Callable[..., Any], check_environ: bool = True
                 return refusal(environ, start_response, error)
         try:
             return app(environ, start_response)
-        except BadFraming as exc:
+        except RequestRefused as exc:
             return refusal(environ, lambda s, h: start_response(s, h, sys.exc_info()), exc)
 
     return strict

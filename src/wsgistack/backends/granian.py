@@ -30,7 +30,8 @@ DESCRIPTION = "granian per service, each on its own port (the embedded default)"
 
 def render(plan: Plan) -> dict[str, str]:
     # granian refuses more than 100 fields, but not a large one: the entry does.
-    return entry_files(plan, mount=True, own_timeout=False, check_headers=True)
+    return entry_files(plan, mount=True, own_timeout=False, check_headers=True,
+                       check_framing=True)
 
 
 def argv(plan: Plan, svc: ServicePlan) -> tuple[str, ...]:

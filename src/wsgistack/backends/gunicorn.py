@@ -32,7 +32,8 @@ DESCRIPTION = "gunicorn (gthread) per service, each on its own port"
 def render(plan: Plan) -> dict[str, str]:
     # gthread's --timeout watches the worker's main loop, which a stuck request does not
     # hold: it ends no request.
-    return entry_files(plan, mount=True, own_timeout=False, serve_static=True)
+    return entry_files(plan, mount=True, own_timeout=False, serve_static=True,
+                       check_framing=True)
 
 
 def argv(plan: Plan, svc: ServicePlan) -> tuple[str, ...]:

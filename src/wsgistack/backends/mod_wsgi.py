@@ -99,7 +99,8 @@ def render(plan: Plan) -> dict[str, str]:
         *(line for svc in apache.by_specificity(plan) for line in daemon(plan, svc)),
     ]
     conf = apache.httpd_conf(plan, [], [*head, *_body(plan)])
-    return {**entry_files(plan, mount=False, limits="front end"), "conf/httpd.conf": conf}
+    return {**entry_files(plan, mount=False, limits="front end", check_framing=True),
+            "conf/httpd.conf": conf}
 
 
 def command(plan: Plan) -> list[Proc]:

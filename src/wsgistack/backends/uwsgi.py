@@ -194,7 +194,8 @@ def render(plan: Plan) -> dict[str, str]:
         for s in plan.services
     }
     # uWSGI limits neither the number nor the size of header fields: the entry does (431).
-    return {**entry_files(plan, mount=True, check_headers=True, read_unread=True),
+    return {**entry_files(plan, mount=True, check_headers=True, read_unread=True,
+                          check_framing=True),
             **{uwsgi_ini(s): ini(plan, s, listen[s.name]) for s in plan.services}}
 
 

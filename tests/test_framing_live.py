@@ -1,0 +1,242 @@
+"""Malformed requests on the wire: our corpus (tests/framing/, one raw request per file, the
+rule it breaks in its name) sent as it is to a probe stack with `prefix = "/"` on every
+backend, and through HAProxy in front of a granian and an apache+uwsgi stack, all on
+127.0.0.1. The probe answers 200 to anything that reaches it: no case with broken framing
+may (but those each backend documents in THROUGH, with why); every answer is a 4xx/5xx of
+the rule's kind, or the connection closed; the stack answers normally afterwards.
+
+`python -m tests.test_framing_live FIGURES` prints the README's "Malformed requests" table
+from the JSON lines the tests write to $WSGISTACK_FIGURES.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import socket
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Stack, free_port
+from wsgistack.backends import BACKENDS
+
+pytestmark = pytest.mark.live
+
+CORPUS = Path(__file__).parent / "framing"
+CASES = {p.stem: p.read_bytes() for p in sorted(CORPUS.glob("*.http"))}
+# Cases that break no framing rule (the request line, other fields) are sent and reported,
+# but may reach the app: whether they do is the server's business.
+FRAMING = sorted(c for c in CASES if not c.startswith("other-"))
+# Which answers are right, by the rule's kind: an unknown coding may be 501, a size too
+# large for the server 413, a line too long 431, an unknown version 505.
+RIGHT = {"te-": {400, 422, 501}, "cl-overflow": {400, 413}, "chunk-size-overflow": {400, 413},
+         "chunk-line-oversize": {400, 413, 431}, "other-version": {400, 505}}
+READ_TIMEOUT = 2.0
+
+MANIFEST = """
+[stack]
+name = "framing"
+host = "{host}"
+base_port = {port}
+start_timeout = 60
+[services.probe]
+app = "wsgistack.apps.probe:application"
+prefix = "/"
+processes = 1
+threads = 2
+"""
+CLUSTER = """
+[cluster]
+nodes = {{ n1 = "{host}" }}
+listen = "127.0.0.1:{listen}"
+command = "true"
+"""
+
+# What still reaches the app with broken framing, per backend, and why it cannot be
+# refused there (the README's table says the same). A server or front end that de-chunks a
+# body itself and hands on one request is the only reader of those bytes: lenient is not
+# ambiguous there, since nothing after it reads them another way.
+EXTENSIONS = {c: "chunk extensions skipped unread (RFC 9112 §7.1.1: a recipient ignores "
+              "those it does not know)" for c in ("chunk-ext-bad-name", "chunk-ext-empty",
+                                                  "chunk-ext-open-quote")}
+TRAILERS = {c: "trailers read and dropped, never merged into the header fields"
+            for c in ("trailer-content-length", "trailer-host", "trailer-transfer-encoding")}
+BWS = {"chunk-size-trailing-space": "whitespace after the size read as the BWS before an "
+       "extension (RFC 9112 §7.1.1)"}
+BARE_LF = {c: "a bare LF taken as a line's end (RFC 9112 §2.2 lets a recipient)"
+           for c in ("chunk-data-bare-lf", "chunk-last-bare-lf", "chunk-size-bare-lf")}
+LONG_LINE = {"chunk-line-oversize": "no limit of its own on a chunk-size line's extensions"}
+TE_WINS = {c: "framed by Transfer-Encoding, Content-Length removed, the connection closed "
+           "after: RFC 9112 §6.3's handling" for c in ("te-and-cl", "te-and-cl-te-first")}
+TE_HTTP10 = {"te-in-http10": "Transfer-Encoding honoured in HTTP/1.0, Content-Length "
+             "removed, the connection closed after"}
+OBS_FOLD = {"te-obs-fold": "the folded line unfolded into `chunked` (RFC 9112 §5.2 allows "
+            "it)"}
+APACHE = {**EXTENSIONS, **TRAILERS, **BWS, **TE_WINS, **TE_HTTP10, **OBS_FOLD}
+HAPROXY = {**EXTENSIONS, **TRAILERS, **BWS, **BARE_LF, **LONG_LINE, **TE_WINS, **OBS_FOLD}
+# granian: hyper refuses these bodies, but granian tells the app only that the body ended.
+GRANIAN_CUT = "hyper refuses the chunk, granian tells the app only that the body ended " \
+    "(it sees the body cut there); the connection is closed after"
+UWSGI_C = "uWSGI's own chunk decoder (uwsgi.chunked_read, in C) accepts it; the raw " \
+    "chunks never reach Python"
+THROUGH: dict[str, dict[str, str]] = {
+    "granian": {**{c: GRANIAN_CUT for c in (
+        "chunk-data-bare-lf", "chunk-data-no-crlf", "chunk-data-too-long",
+        "chunk-ext-bad-name", "chunk-ext-empty", "chunk-ext-open-quote", "chunk-last-bare-lf",
+        "chunk-line-oversize", "chunk-size-bare-lf", "chunk-size-empty",
+        "chunk-size-hex-prefix", "chunk-size-leading-space", "chunk-size-minus-zero",
+        "chunk-size-not-hex", "chunk-size-overflow", "chunk-size-plus-sign",
+        "chunk-size-trailing-space", "chunk-size-underscore")},
+        **TE_WINS, **TRAILERS},
+    "gunicorn": LONG_LINE,
+    "mod_wsgi": APACHE,
+    "apache+uwsgi": APACHE,
+    "nginx+uwsgi": {**EXTENSIONS, **TRAILERS, **BWS, **BARE_LF, **LONG_LINE},
+    "uwsgi": {**{c: UWSGI_C for c in ("chunk-data-bare-lf", "chunk-data-no-crlf",
+                                      "chunk-size-empty", "chunk-size-hex-prefix",
+                                      "chunk-size-not-hex")},
+              **{c: "trailers read and dropped by uWSGI's decoder" for c in TRAILERS},
+              "cl-empty-value": "uWSGI passes an empty CONTENT_LENGTH, as servers do for no "
+              "body: the body bytes are read as the next request (refused)",
+              **{c: "uWSGI reads `Name :` as another field: no body, its bytes read as the "
+                 "next request (refused)" for c in ("cl-space-before-colon",
+                                                   "te-space-before-colon")}},
+    "HAProxy -> granian": HAPROXY,
+    "HAProxy -> apache+uwsgi": {**HAPROXY, **TE_HTTP10},
+}
+# Refused, but with another code than the rule's: Apache's proxy answers 500 where its core
+# (mod_wsgi) answers 501.
+OTHER_CODE = {"apache+uwsgi": {"te-chunked-twice": "500", "te-gzip-then-chunked": "500",
+                               "te-two-fields": "500"}}
+
+
+def right_codes(case: str) -> set[int]:
+    return next((codes for prefix, codes in RIGHT.items() if case.startswith(prefix)), {400})
+
+
+def exchange(port: int, raw: bytes) -> str:
+    """Send `raw` on a new connection; the first answer's status code, `closed` if the
+    server closed without one, `no answer` if it waited past READ_TIMEOUT."""
+    with socket.create_connection(("127.0.0.1", port), timeout=READ_TIMEOUT) as sock:
+        with contextlib.suppress(OSError):
+            sock.sendall(raw)
+        data = b""
+        try:
+            while b"\r\n" not in data:
+                piece = sock.recv(65536)
+                if not piece:
+                    break
+                data += piece
+        except TimeoutError:
+            return "no answer" if not data else "partial"
+        except OSError:
+            pass  # reset: what came before it counts
+    found = re.match(rb"\S+ (\d{3})[ \r]", data)
+    if found:
+        return found.group(1).decode()
+    return "closed" if not data else "garbled " + repr(data[:20])
+
+
+def healthy(port: int) -> bool:
+    """A plain GET and a good chunked POST both answered 200 by the app."""
+    get = exchange(port, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    post = exchange(port, b"POST / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                    b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+    return get == post == "200"
+
+
+def run_corpus(port: int) -> dict[str, str]:
+    return {case: exchange(port, raw) for case, raw in CASES.items()}
+
+
+def record(target: str, results: dict[str, str]) -> None:
+    path = os.environ.get("WSGISTACK_FIGURES")
+    if path:
+        with open(path, "a", encoding="utf-8") as out:
+            out.write(json.dumps({"test": "malformed requests", "backend": target,
+                                  "results": results}) + "\n")
+
+
+def check(target: str, results: dict[str, str]) -> None:
+    through = sorted(c for c in FRAMING if results[c] == "200")
+    assert through == sorted(THROUGH.get(target, {})), through
+    wrong = {c: r for c, r in results.items() if c in FRAMING and r.isdigit() and r != "200"
+             and int(r) not in right_codes(c) and OTHER_CODE.get(target, {}).get(c) != r}
+    garbled = {c: r for c, r in results.items() if not r.isdigit()
+               and r not in ("closed", "no answer")}
+    assert not wrong and not garbled, (wrong, garbled)
+
+
+@contextlib.contextmanager
+def probe_stack(stack: Stack, backend: str, host: str = "127.0.0.1",
+                port: int = 0) -> Iterator[int]:
+    port = port or free_port()
+    stack.write(MANIFEST.format(host=host, port=port))
+    up = stack.cli("up", "--detach", "--backend", backend)
+    assert up.code == 0, up.err
+    yield port
+
+
+@pytest.mark.parametrize("backend", sorted(BACKENDS))
+def test_malformed_requests_never_reach_the_app(stack, backend):
+    with probe_stack(stack, backend) as port:
+        assert healthy(port)
+        results = run_corpus(port)
+        record(backend, results)
+        assert healthy(port)
+    check(backend, results)
+
+
+@pytest.mark.parametrize("backend", ["granian", "apache+uwsgi"])
+def test_haproxy_in_front_refuses_them_first(stack, backend):
+    port, listen = free_port(), free_port(1)
+    with probe_stack(stack, backend, port=port):
+        stack.write(MANIFEST.format(host="127.0.0.1", port=port)
+                    + CLUSTER.format(host="127.0.0.1", listen=listen))
+        up = stack.cli("cluster", "up")
+        assert up.code == 0, up.err
+        try:
+            deadline = time.monotonic() + 20
+            while not healthy(listen):
+                assert time.monotonic() < deadline, "HAProxy never saw the node up"
+                time.sleep(0.2)
+            results = run_corpus(listen)
+            record(f"HAProxy -> {backend}", results)
+            assert healthy(listen) and healthy(port)
+        finally:
+            stack.cli("cluster", "down")
+    check(f"HAProxy -> {backend}", results)
+
+
+# ---- the README's table, from the figures ------------------------------------------------
+
+def table(lines: list[dict[str, object]]) -> str:
+    rows = [f"| backend | framing cases refused (of {len(FRAMING)}) | answers | broken framing reaching "
+            "the app | other cases reaching the app |",
+            "| --- | --- | --- | --- | --- |"]
+    for line in lines:
+        res: dict[str, str] = line["results"]  # type: ignore[assignment]
+        framing = [c for c in FRAMING if c in res]
+        through = [c for c in framing if res[c] == "200"]
+        answers: dict[str, int] = {}
+        for c in framing:
+            if res[c] != "200":
+                answers[res[c]] = answers.get(res[c], 0) + 1
+        other = [c.removeprefix("other-") for c in res if c.startswith("other-")
+                 and res[c] == "200"]
+        rows.append(f"| {line['backend']} | {len(framing) - len(through)} | "
+                    + ", ".join(f"{k} x{v}" for k, v in sorted(answers.items()))
+                    + f" | {', '.join(through) or 'none'} | {', '.join(other) or 'none'} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    with open(sys.argv[1], encoding="utf-8") as f:
+        found = [json.loads(x) for x in f if '"malformed requests"' in x]
+    print(table(found))
