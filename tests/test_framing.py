@@ -204,12 +204,12 @@ def _call(app, environ):
 def test_strict_framing_answers_before_the_app_and_closes():
     called = []
     app = strict_framing(lambda e, s: called.append(e) or s("200 OK", []) or [b"ok"])
-    (status, headers), body = _call(app, {"CONTENT_LENGTH": "1",
+    (status, headers), body = _call(app, {"CONTENT_LENGTH": "1", "SERVER_PROTOCOL": "HTTP/1.1",
                                           "HTTP_TRANSFER_ENCODING": "chunked"})
     assert status == "400 Bad Request" and headers["Connection"] == "close"
     assert body == b"bad request framing: both Transfer-Encoding and Content-Length\n"
     assert not called
-    (status, _), _ = _call(app, {"CONTENT_LENGTH": "3"})
+    (status, _), _ = _call(app, {"CONTENT_LENGTH": "3", "SERVER_PROTOCOL": "HTTP/1.1"})
     assert status == "200 OK" and called
 
 
@@ -219,10 +219,22 @@ def test_strict_framing_answers_a_body_found_broken_as_the_app_reads_it():
         start_response("200 OK", [])
         return [b"read"]
 
-    environ = {"HTTP_TRANSFER_ENCODING": "chunked", "wsgi.input": _Reader(b"0x5\r\n")}
+    environ = {"HTTP_TRANSFER_ENCODING": "chunked", "wsgi.input": _Reader(b"0x5\r\n"),
+               "SERVER_PROTOCOL": "HTTP/1.1"}
     (status, headers), body = _call(strict_framing(reads), environ)
     assert status == "400 Bad Request" and headers["Connection"] == "close"
     assert body == b"bad request framing: chunk size is not bare hex digits\n"
+
+
+@pytest.mark.parametrize(("version", "status"), [
+    ("HTTP/111", "505 HTTP Version Not Supported"), ("HTTP/3.0", "505 HTTP Version Not Supported"),
+    ("FTP/1.1", "400 Bad Request"), ("http/1.1", "400 Bad Request"), ("", "400 Bad Request")])
+def test_an_unknown_protocol_version_is_refused(version, status):
+    app = strict_framing(lambda e, s: s("200 OK", []) or [b"ok"])
+    (seen, _), _ = _call(app, {"SERVER_PROTOCOL": version})
+    assert seen == status
+    (seen, _), _ = _call(app, {"SERVER_PROTOCOL": "HTTP/1.0"})
+    assert seen == "200 OK"
 
 
 def test_without_the_environ_check_only_the_decoder_refuses():

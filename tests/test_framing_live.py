@@ -62,51 +62,55 @@ command = "true"
 # refused there (the README's table says the same). A server or front end that de-chunks a
 # body itself and hands on one request is the only reader of those bytes: lenient is not
 # ambiguous there, since nothing after it reads them another way.
-EXTENSIONS = {c: "chunk extensions skipped unread (RFC 9112 §7.1.1: a recipient ignores "
-              "those it does not know)" for c in ("chunk-ext-bad-name", "chunk-ext-empty",
-                                                  "chunk-ext-open-quote")}
-TRAILERS = {c: "trailers read and dropped, never merged into the header fields"
-            for c in ("trailer-content-length", "trailer-host", "trailer-transfer-encoding")}
-BWS = {"chunk-size-trailing-space": "whitespace after the size read as the BWS before an "
-       "extension (RFC 9112 §7.1.1)"}
-BARE_LF = {c: "a bare LF taken as a line's end (RFC 9112 §2.2 lets a recipient)"
-           for c in ("chunk-data-bare-lf", "chunk-last-bare-lf", "chunk-size-bare-lf")}
-LONG_LINE = {"chunk-line-oversize": "no limit of its own on a chunk-size line's extensions"}
-TE_WINS = {c: "framed by Transfer-Encoding, Content-Length removed, the connection closed "
-           "after: RFC 9112 §6.3's handling" for c in ("te-and-cl", "te-and-cl-te-first")}
-TE_HTTP10 = {"te-in-http10": "Transfer-Encoding honoured in HTTP/1.0, Content-Length "
-             "removed, the connection closed after"}
-OBS_FOLD = {"te-obs-fold": "the folded line unfolded into `chunked` (RFC 9112 §5.2 allows "
-            "it)"}
+REASONS = {
+    "ignored": "chunk extensions are skipped unread (RFC 9112 §7.1.1: a recipient ignores "
+    "those it does not know)",
+    "dropped": "trailers are read and dropped, never merged into the header fields",
+    "BWS": "whitespace after a chunk size is read as the BWS allowed before an extension",
+    "LF": "a bare LF ends a chunk line (RFC 9112 §2.2 lets a recipient accept it)",
+    "long": "no limit of its own on a chunk-size line's extensions",
+    "TE wins": "framed by Transfer-Encoding, Content-Length removed, the connection closed "
+    "after (RFC 9112 §6.3's own handling)",
+    "1.0": "Transfer-Encoding honoured in an HTTP/1.0 request, Content-Length removed, the "
+    "connection closed after",
+    "unfolded": "the folded line is unfolded into `chunked` (RFC 9112 §5.2 allows it)",
+    "cut": "hyper refuses the chunk, but granian tells the app only that the body ended: the "
+    "app sees the body cut there; the connection is closed after",
+    "uWSGI C": "uWSGI's own chunk decoder (uwsgi.chunked_read, in C) accepts it; the raw "
+    "chunks never reach Python",
+    "uWSGI CL": "uWSGI passes an empty CONTENT_LENGTH (as for no body), or takes `Name :` for "
+    "another field: the body is read as the next request, and that is refused",
+}
+EXTENSIONS = dict.fromkeys(("chunk-ext-bad-name", "chunk-ext-empty", "chunk-ext-open-quote"),
+                           "ignored")
+TRAILERS = dict.fromkeys(("trailer-content-length", "trailer-host",
+                          "trailer-transfer-encoding"), "dropped")
+BWS = {"chunk-size-trailing-space": "BWS"}
+BARE_LF = dict.fromkeys(("chunk-data-bare-lf", "chunk-last-bare-lf", "chunk-size-bare-lf"), "LF")
+LONG_LINE = {"chunk-line-oversize": "long"}
+TE_WINS = dict.fromkeys(("te-and-cl", "te-and-cl-te-first"), "TE wins")
+TE_HTTP10 = {"te-in-http10": "1.0"}
+OBS_FOLD = {"te-obs-fold": "unfolded"}
 APACHE = {**EXTENSIONS, **TRAILERS, **BWS, **TE_WINS, **TE_HTTP10, **OBS_FOLD}
 HAPROXY = {**EXTENSIONS, **TRAILERS, **BWS, **BARE_LF, **LONG_LINE, **TE_WINS, **OBS_FOLD}
-# granian: hyper refuses these bodies, but granian tells the app only that the body ended.
-GRANIAN_CUT = "hyper refuses the chunk, granian tells the app only that the body ended " \
-    "(it sees the body cut there); the connection is closed after"
-UWSGI_C = "uWSGI's own chunk decoder (uwsgi.chunked_read, in C) accepts it; the raw " \
-    "chunks never reach Python"
 THROUGH: dict[str, dict[str, str]] = {
-    "granian": {**{c: GRANIAN_CUT for c in (
+    "granian": {**dict.fromkeys((
         "chunk-data-bare-lf", "chunk-data-no-crlf", "chunk-data-too-long",
         "chunk-ext-bad-name", "chunk-ext-empty", "chunk-ext-open-quote", "chunk-last-bare-lf",
         "chunk-line-oversize", "chunk-size-bare-lf", "chunk-size-empty",
         "chunk-size-hex-prefix", "chunk-size-leading-space", "chunk-size-minus-zero",
         "chunk-size-not-hex", "chunk-size-overflow", "chunk-size-plus-sign",
-        "chunk-size-trailing-space", "chunk-size-underscore")},
+        "chunk-size-trailing-space", "chunk-size-underscore"), "cut"),
         **TE_WINS, **TRAILERS},
     "gunicorn": LONG_LINE,
     "mod_wsgi": APACHE,
     "apache+uwsgi": APACHE,
     "nginx+uwsgi": {**EXTENSIONS, **TRAILERS, **BWS, **BARE_LF, **LONG_LINE},
-    "uwsgi": {**{c: UWSGI_C for c in ("chunk-data-bare-lf", "chunk-data-no-crlf",
-                                      "chunk-size-empty", "chunk-size-hex-prefix",
-                                      "chunk-size-not-hex")},
-              **{c: "trailers read and dropped by uWSGI's decoder" for c in TRAILERS},
-              "cl-empty-value": "uWSGI passes an empty CONTENT_LENGTH, as servers do for no "
-              "body: the body bytes are read as the next request (refused)",
-              **{c: "uWSGI reads `Name :` as another field: no body, its bytes read as the "
-                 "next request (refused)" for c in ("cl-space-before-colon",
-                                                   "te-space-before-colon")}},
+    "uwsgi": {**dict.fromkeys(("chunk-data-bare-lf", "chunk-data-no-crlf", "chunk-size-empty",
+                               "chunk-size-hex-prefix", "chunk-size-not-hex"), "uWSGI C"),
+              **TRAILERS,
+              **dict.fromkeys(("cl-empty-value", "cl-space-before-colon",
+                               "te-space-before-colon"), "uWSGI CL")},
     "HAProxy -> granian": HAPROXY,
     "HAProxy -> apache+uwsgi": {**HAPROXY, **TE_HTTP10},
 }
@@ -121,26 +125,34 @@ def right_codes(case: str) -> set[int]:
 
 
 def exchange(port: int, raw: bytes) -> str:
-    """Send `raw` on a new connection; the first answer's status code, `closed` if the
-    server closed without one, `no answer` if it waited past READ_TIMEOUT."""
+    """Send `raw` on a new connection: the first answer's status code (with ` entry` when
+    the entry refused it, by its own words), `closed` if the server closed without one,
+    `no answer` if it waited past READ_TIMEOUT."""
+    data = b""
     with socket.create_connection(("127.0.0.1", port), timeout=READ_TIMEOUT) as sock:
         with contextlib.suppress(OSError):
             sock.sendall(raw)
-        data = b""
         try:
-            while b"\r\n" not in data:
+            while b"\r\n\r\n" not in data or len(data.partition(b"\r\n\r\n")[2]) < min(
+                    _length(data), 4096):
                 piece = sock.recv(65536)
                 if not piece:
                     break
                 data += piece
         except TimeoutError:
-            return "no answer" if not data else "partial"
+            if not data:
+                return "no answer"
         except OSError:
             pass  # reset: what came before it counts
     found = re.match(rb"\S+ (\d{3})[ \r]", data)
     if found:
-        return found.group(1).decode()
+        return found.group(1).decode() + (" entry" if b"bad request framing" in data else "")
     return "closed" if not data else "garbled " + repr(data[:20])
+
+
+def _length(data: bytes) -> int:
+    found = re.search(rb"(?i)\r\ncontent-length: *(\d+)\r\n", data.partition(b"\r\n\r\n")[0])
+    return int(found.group(1)) if found else 0
 
 
 def healthy(port: int) -> bool:
@@ -164,6 +176,7 @@ def record(target: str, results: dict[str, str]) -> None:
 
 
 def check(target: str, results: dict[str, str]) -> None:
+    results = {c: r.split()[0] if r[:1].isdigit() else r for c, r in results.items()}
     through = sorted(c for c in FRAMING if results[c] == "200")
     assert through == sorted(THROUGH.get(target, {})), through
     wrong = {c: r for c, r in results.items() if c in FRAMING and r.isdigit() and r != "200"
@@ -216,23 +229,33 @@ def test_haproxy_in_front_refuses_them_first(stack, backend):
 
 # ---- the README's table, from the figures ------------------------------------------------
 
+SERVER = {"granian": "granian", "gunicorn": "gunicorn", "uwsgi": "uWSGI", "mod_wsgi": "Apache",
+          "apache+uwsgi": "Apache", "nginx+uwsgi": "nginx", "HAProxy": "HAProxy"}
+
+
 def table(lines: list[dict[str, object]]) -> str:
-    rows = [f"| backend | framing cases refused (of {len(FRAMING)}) | answers | broken framing reaching "
-            "the app | other cases reaching the app |",
+    """Per backend: how many framing cases are refused, by whom, and which reach the app
+    and why (THROUGH); the other cases that reach it."""
+    rows = [f"| backend | refused, of {len(FRAMING)} | refused by | broken framing reaching "
+            "the app (why: below) | other cases reaching the app |",
             "| --- | --- | --- | --- | --- |"]
     for line in lines:
+        target = str(line["backend"])
         res: dict[str, str] = line["results"]  # type: ignore[assignment]
-        framing = [c for c in FRAMING if c in res]
-        through = [c for c in framing if res[c] == "200"]
-        answers: dict[str, int] = {}
-        for c in framing:
-            if res[c] != "200":
-                answers[res[c]] = answers.get(res[c], 0) + 1
+        through = [c for c in FRAMING if res.get(c) == "200"]
+        by_entry = sum(1 for c in FRAMING if res.get(c, "").endswith(" entry"))
+        server = SERVER.get(target.split(" -> ")[0], target)
+        where = f"{server} {len(FRAMING) - len(through) - by_entry}" + (
+            f", entry {by_entry}" if by_entry else "")
+        why: dict[str, int] = {}
+        for case in through:
+            label = THROUGH.get(target, {}).get(case, "?")
+            why[label] = why.get(label, 0) + 1
+        reached = ", ".join(f"{n} {label}" for label, n in why.items()) or "none"
         other = [c.removeprefix("other-") for c in res if c.startswith("other-")
                  and res[c] == "200"]
-        rows.append(f"| {line['backend']} | {len(framing) - len(through)} | "
-                    + ", ".join(f"{k} x{v}" for k, v in sorted(answers.items()))
-                    + f" | {', '.join(through) or 'none'} | {', '.join(other) or 'none'} |")
+        rows.append(f"| {target} | {len(FRAMING) - len(through)} | {where} | {reached} | "
+                    f"{', '.join(other) or 'none'} |")
     return "\n".join(rows)
 
 
@@ -240,3 +263,6 @@ if __name__ == "__main__":
     with open(sys.argv[1], encoding="utf-8") as f:
         found = [json.loads(x) for x in f if '"malformed requests"' in x]
     print(table(found))
+    print()
+    for label, reason in REASONS.items():
+        print(f"- **{label}**: {reason}.")

@@ -38,6 +38,11 @@ FORBIDDEN_TRAILERS = frozenset((
 ))
 
 
+# What SERVER_PROTOCOL may say: HTTP/1.x on the wire; granian names HTTP/2 so when it
+# speaks it. uWSGI alone answered `HTTP/111`, `FTP/1.1` and `http/1.1` requests with 200.
+VERSIONS = frozenset(("HTTP/1.0", "HTTP/1.1", "HTTP/2", "HTTP/2.0"))
+
+
 class BadFraming(RequestRefused):
     """The request's framing is broken or ambiguous: answered `status` (400, 501), the
     connection closed, the app never called or its body read stopped."""
@@ -203,19 +208,31 @@ def refusal(environ: dict[str, Any], start_response: Callable[..., Any],
 
 def strict_framing(app: Callable[..., Any], check_environ: bool = True
                    ) -> Callable[..., Any]:
-    """Refuse broken framing before `app`: the framing headers as the server passed them
-    (with `check_environ`, for servers that pass the client's own values), and a chunked
-    body that turns out broken as it is read (our decoder's BadFraming, uWSGI's failure)."""
+    """Refuse broken framing before `app`: with `check_environ` (servers that pass the
+    client's own values), the framing headers and the protocol version as the server passed
+    them; always, a chunked body that turns out broken as it is read (our decoder's
+    BadFraming, uWSGI's failure). Three look-ups per request, when all is well."""
     def strict(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
-        length = environ.get("CONTENT_LENGTH") or "0"
-        if check_environ and ("HTTP_TRANSFER_ENCODING" in environ
-                              or not (length.isascii() and length.isdigit())):
-            error = framing_error(environ)
-            if error is not None:
-                return refusal(environ, start_response, error)
+        if check_environ:
+            length = environ.get("CONTENT_LENGTH") or "0"
+            if "HTTP_TRANSFER_ENCODING" in environ or not (length.isascii()
+                                                          and length.isdigit()):
+                error = framing_error(environ)
+                if error is not None:
+                    return refusal(environ, start_response, error)
+            if environ.get("SERVER_PROTOCOL") not in VERSIONS:
+                return refusal(environ, start_response, _bad_version(environ))
         try:
             return app(environ, start_response)
         except RequestRefused as exc:
             return refusal(environ, lambda s, h: start_response(s, h, sys.exc_info()), exc)
 
     return strict
+
+
+def _bad_version(environ: dict[str, Any]) -> BadFraming:
+    version = str(environ.get("SERVER_PROTOCOL", ""))
+    if version.startswith("HTTP/"):
+        return BadFraming(f"protocol {version!r}: HTTP/1.0 or HTTP/1.1 only",
+                          "505 HTTP Version Not Supported")
+    return BadFraming(f"protocol {version!r} is not HTTP")

@@ -78,6 +78,9 @@ class Backend(Protocol):
     # Whether clients that send their requests slowly leave the workers free (README,
     # "Reliability"): `up` warns when one that does not listens beyond this machine.
     HOLDS_SLOW_CLIENTS: bool
+    # What of a request with broken framing still reaches the app (README, "Malformed
+    # requests"), "" for nothing that RFC 9112 does not allow: `up` warns as for slow clients.
+    FRAMING_GAP: str
     DESCRIPTION: str
     SERVICE_PACKAGES: tuple[str, ...]
     # Files looked for in each service's Python (glob patterns under its prefix), found

@@ -24,6 +24,7 @@ from wsgistack.plan import Plan, ServicePlan
 ID = "gunicorn"
 FRONT_END = False
 HOLDS_SLOW_CLIENTS = False
+FRAMING_GAP = ""
 SERVICE_PACKAGES: tuple[str, ...] = ("gunicorn",)  # what a service's own venv must hold
 VENV_FILES: tuple[str, ...] = ()
 DESCRIPTION = "gunicorn (gthread) per service, each on its own port"

@@ -26,6 +26,7 @@ from wsgistack.plan import Plan, ServicePlan
 ID = "mod_wsgi"
 FRONT_END = True
 HOLDS_SLOW_CLIENTS = False
+FRAMING_GAP = ""
 SERVICE_PACKAGES: tuple[str, ...] = ()  # what a service's own venv must hold
 DESCRIPTION = "Apache httpd + mod_wsgi daemon mode, every service under one front door"
 DEBIAN_MODULE = f"{apache.MODULES}/mod_wsgi.so"

@@ -27,6 +27,8 @@ from wsgistack.plan import Plan, ServicePlan
 ID = "uwsgi"
 FRONT_END = False
 HOLDS_SLOW_CLIENTS = False
+FRAMING_GAP = ("uWSGI's chunk decoder accepts sizes such as `0x5` and chunks without their "
+               "CRLF")
 SERVICE_PACKAGES: tuple[str, ...] = ()  # what a service's own venv must hold
 DESCRIPTION = "uWSGI per service on its own port (http11-socket)"
 PLUGIN = "/usr/lib/uwsgi/plugins/python3_plugin.so"
