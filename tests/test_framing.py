@@ -226,6 +226,27 @@ def test_strict_framing_answers_a_body_found_broken_as_the_app_reads_it():
     assert body == b"bad request framing: chunk size is not bare hex digits\n"
 
 
+def test_a_chunked_body_the_server_cannot_decode_is_a_400_not_the_apps_500():
+    class ServerInput:  # as gunicorn's, raising its InvalidChunkSize
+        def read(self, size: int = -1) -> bytes:
+            raise ValueError("Invalid chunk size: '+5'")
+
+    def reads(environ, start_response):
+        try:
+            environ["wsgi.input"].read()
+        except ValueError:  # an app's own handling of a bad body does not see it
+            start_response("500 Internal Server Error", [])
+            return [b"app"]
+        start_response("200 OK", [])
+        return [b"read"]
+
+    environ = {"HTTP_TRANSFER_ENCODING": "chunked", "wsgi.input": ServerInput(),
+               "SERVER_PROTOCOL": "HTTP/1.1"}
+    (status, headers), body = _call(strict_framing(reads), environ)
+    assert status == "400 Bad Request" and headers["Connection"] == "close"
+    assert body == b"bad request framing: chunked body: ValueError: Invalid chunk size: '+5'\n"
+
+
 @pytest.mark.parametrize(("version", "status"), [
     ("HTTP/111", "505 HTTP Version Not Supported"), ("HTTP/3.0", "505 HTTP Version Not Supported"),
     ("FTP/1.1", "400 Bad Request"), ("http/1.1", "400 Bad Request"), ("", "400 Bad Request")])

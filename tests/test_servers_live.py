@@ -151,6 +151,11 @@ def test_check_shows_all_backends_agreeing(shared_stack):
     verdicts = dict(zip(BACKENDS, slow[2:], strict=True))
     assert slow[0] == "info" and verdicts["nginx+uwsgi"].startswith("holds: answered in")
     assert all(v.startswith(("holds", "starved")) for v in verdicts.values()), verdicts
+    # Shown, not compared: what of 7 malformed requests reaches the app (tests/framing/).
+    framing = re.split(r"\s{2,}", next(r for r in rows if "framing" in r))
+    verdicts = dict(zip(BACKENDS, framing[2:], strict=True))
+    assert framing[0] == "info" and verdicts["gunicorn"] == "7/7 refused", verdicts
+    assert all(re.fullmatch(r"\d/7 refused(; got: .+)?", v) for v in verdicts.values()), verdicts
 
 
 def test_check_of_a_real_app_with_rows_of_its_own(shared_stack):

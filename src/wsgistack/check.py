@@ -176,11 +176,11 @@ def _slow_clients(t: Target) -> str:
 # table has them all): (short name, headers after Host, body).
 FRAMING_CASES = (
     ("TE+CL", "Content-Length: 3\r\nTransfer-Encoding: chunked\r\n", "5\r\nhello\r\n0\r\n\r\n"),
-    ("TE gzip,chunked", "Transfer-Encoding: gzip, chunked\r\n", "5\r\nhello\r\n0\r\n\r\n"),
+    ("TE gzip", "Transfer-Encoding: gzip, chunked\r\n", "5\r\nhello\r\n0\r\n\r\n"),
     ("CL +5", "Content-Length: +5\r\n", "hello"),
-    ("size 0x5", "Transfer-Encoding: chunked\r\n", "0x5\r\nhello\r\n0\r\n\r\n"),
-    ("size +5", "Transfer-Encoding: chunked\r\n", "+5\r\nhello\r\n0\r\n\r\n"),
-    ("no CRLF after data", "Transfer-Encoding: chunked\r\n", "5\r\nhelloXX0\r\n\r\n"),
+    ("0x5", "Transfer-Encoding: chunked\r\n", "0x5\r\nhello\r\n0\r\n\r\n"),
+    ("+5", "Transfer-Encoding: chunked\r\n", "+5\r\nhello\r\n0\r\n\r\n"),
+    ("no CRLF", "Transfer-Encoding: chunked\r\n", "5\r\nhelloXX0\r\n\r\n"),
     ("trailer Host", "Transfer-Encoding: chunked\r\n", "5\r\nhello\r\n0\r\nHost: y\r\n\r\n"),
 )
 REFUSED = (400, 413, 422, 431, 501, 505)  # what servers, front ends and the entry answer
@@ -205,10 +205,10 @@ def _framing(t: Target) -> str:
                f"Connection: close\r\n\r\n{body}").encode()
         status = _raw_status(t, raw)
         if status and status not in REFUSED:
-            through.append(f"{name} ({status})")
+            through.append(name if status == 200 else f"{name} ({status})")
     refused = len(FRAMING_CASES) - len(through)
     return f"{refused}/{len(FRAMING_CASES)} refused" + (
-        f"; the app got {', '.join(through)}" if through else "")
+        f"; got: {', '.join(through)}" if through else "")
 
 
 def _app_raises(t: Target) -> str:

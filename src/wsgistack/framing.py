@@ -220,6 +220,8 @@ def strict_framing(app: Callable[..., Any], check_environ: bool = True
                 error = framing_error(environ)
                 if error is not None:
                     return refusal(environ, start_response, error)
+                if "HTTP_TRANSFER_ENCODING" in environ and "wsgi.input" in environ:
+                    environ["wsgi.input"] = _DecodedInput(environ["wsgi.input"])
             if environ.get("SERVER_PROTOCOL") not in VERSIONS:
                 return refusal(environ, start_response, _bad_version(environ))
         try:
@@ -228,6 +230,37 @@ def strict_framing(app: Callable[..., Any], check_environ: bool = True
             return refusal(environ, lambda s, h: start_response(s, h, sys.exc_info()), exc)
 
     return strict
+
+
+class _DecodedInput:
+    """wsgi.input of a chunked body the server decodes: a read that fails there (gunicorn's
+    InvalidChunkSize, mod_wsgi's read error) is the client's broken framing, answered 400
+    by strict_framing, not a 500 from the app's own error handling."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def _do(self, name: str, arg: int | None) -> Any:
+        try:
+            return getattr(self._stream, name)(arg)
+        except RequestRefused:
+            raise
+        except Exception as exc:
+            raise BadFraming(f"chunked body: {type(exc).__name__}: {exc}") from None
+
+    def read(self, size: int | None = -1) -> bytes:
+        data: bytes = self._do("read", size)
+        return data
+
+    def readline(self, size: int | None = -1) -> bytes:
+        data: bytes = self._do("readline", size)
+        return data
+
+    def readlines(self, hint: int = -1) -> list[bytes]:
+        return list(iter(self.readline, b""))
+
+    def __iter__(self) -> Any:
+        return iter(self.readline, b"")
 
 
 def _bad_version(environ: dict[str, Any]) -> BadFraming:
