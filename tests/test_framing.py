@@ -258,6 +258,14 @@ def test_an_unknown_protocol_version_is_refused(version, status):
     assert seen == "200 OK"
 
 
+def test_an_empty_content_length_is_refused_only_where_servers_set_none():
+    app = strict_framing(lambda e, s: s("200 OK", []) or [b"ok"])
+    (status, _), body = _call(app, {"CONTENT_LENGTH": "", "SERVER_PROTOCOL": "HTTP/1.1"})
+    assert (status, body) == ("400 Bad Request",
+                              b"bad request framing: Content-Length is not one run of digits\n")
+    assert framing_error({"CONTENT_LENGTH": ""}) is None  # wsgiref's, on every request
+
+
 def test_without_the_environ_check_only_the_decoder_refuses():
     app = strict_framing(lambda e, s: s("200 OK", []) or [b"ok"], check_environ=False)
     (status, _), _ = _call(app, {"CONTENT_LENGTH": "5", "HTTP_TRANSFER_ENCODING": "chunked"})

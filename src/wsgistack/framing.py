@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from wsgistack.loader import RequestRefused
+from wsgistack.loader import RequestRefused, _AfterClose, _shutdown_uwsgi_connection
 
 # ---- copied into entries from here ----
 MAX_CHUNK_LINE = 4096  # a chunk-size line with its extensions, or one trailer field line
@@ -168,14 +168,16 @@ def chunk_reader(stream: Any) -> Callable[[], bytes]:
     return next_piece
 
 
-def framing_error(environ: dict[str, Any]) -> BadFraming | None:
+def framing_error(environ: dict[str, Any], empty_length: bool = True) -> BadFraming | None:
     """What is wrong with the framing headers the server passed on as they are (HTTP_
     TRANSFER_ENCODING, CONTENT_LENGTH), or None; meant for servers that pass the client's
-    values unchanged. Cheap when there is nothing to see: two look-ups."""
+    values unchanged. An empty CONTENT_LENGTH is no body (wsgiref sets one on every
+    request) unless not `empty_length`: the servers that set none without the field."""
     te = environ.get("HTTP_TRANSFER_ENCODING")
     length = environ.get("CONTENT_LENGTH")
     if te is None:
-        if not length or (length.isascii() and length.isdigit()):
+        if length is None or (length.isascii() and length.isdigit()) or (
+                empty_length and not length):
             return None
         return BadFraming("Content-Length is not one run of digits")
     if length:
@@ -194,7 +196,7 @@ def framing_error(environ: dict[str, Any]) -> BadFraming | None:
 
 
 def refusal(environ: dict[str, Any], start_response: Callable[..., Any],
-            error: RequestRefused) -> list[bytes]:
+            error: RequestRefused) -> Any:
     """The answer to a request with broken framing: its status, and the connection closed
     (what follows on it cannot be told apart from this request's body). wsgiref refuses a
     Connection header from the app, and closes after every request anyway."""
@@ -203,6 +205,8 @@ def refusal(environ: dict[str, Any], start_response: Callable[..., Any],
     if not environ.get("SERVER_SOFTWARE", "").startswith("WSGIServer/"):
         headers.append(("Connection", "close"))
     start_response(error.status, headers)
+    if "uwsgi.version" in environ:  # its http11-socket keeps the connection whatever we say
+        return _AfterClose([body], _shutdown_uwsgi_connection)
     return [body]
 
 
@@ -211,13 +215,15 @@ def strict_framing(app: Callable[..., Any], check_environ: bool = True
     """Refuse broken framing before `app`: with `check_environ` (servers that pass the
     client's own values), the framing headers and the protocol version as the server passed
     them; always, a chunked body that turns out broken as it is read (our decoder's
-    BadFraming, uWSGI's failure). Three look-ups per request, when all is well."""
+    BadFraming, uWSGI's failure). Three look-ups per request, when all is well: servers
+    given `check_environ` set no CONTENT_LENGTH without the field, so an empty one is the
+    client's (uWSGI passes it), refused."""
     def strict(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         if check_environ:
-            length = environ.get("CONTENT_LENGTH") or "0"
+            length = environ.get("CONTENT_LENGTH", "0")
             if "HTTP_TRANSFER_ENCODING" in environ or not (length.isascii()
                                                           and length.isdigit()):
-                error = framing_error(environ)
+                error = framing_error(environ, empty_length=False)
                 if error is not None:
                     return refusal(environ, start_response, error)
                 if "HTTP_TRANSFER_ENCODING" in environ and "wsgi.input" in environ:
@@ -227,7 +233,11 @@ def strict_framing(app: Callable[..., Any], check_environ: bool = True
         try:
             return app(environ, start_response)
         except RequestRefused as exc:
-            return refusal(environ, lambda s, h: start_response(s, h, sys.exc_info()), exc)
+            # exc_info: "replace what the app started". uWSGI, given it, returns with the
+            # exception still set and sends the headers without the body (as in
+            # loader.uniform_errors): the client waited for a body that never came.
+            replace = () if "uwsgi.version" in environ else (sys.exc_info(),)
+            return refusal(environ, lambda s, h: start_response(s, h, *replace), exc)
 
     return strict
 

@@ -55,6 +55,8 @@ def framed_input(environ: dict[str, Any], rfile: Any, wfile_fd: int) -> Any:
     error = framing_error(environ)
     if error is not None:
         raise error
+    if environ.get("CONTENT_LENGTH") == "":  # wsgiref's for no field: as other servers, none
+        del environ["CONTENT_LENGTH"]
     if "HTTP_TRANSFER_ENCODING" in environ:  # exactly `chunked`, framing_error says
         environ["wsgi.input_terminated"] = True
         stream: Any = _ChunkedInput(chunk_reader(rfile))
