@@ -249,6 +249,7 @@ def test_a_chunked_body_the_server_cannot_decode_is_a_400_not_the_apps_500():
 
 @pytest.mark.parametrize(("version", "status"), [
     ("HTTP/111", "505 HTTP Version Not Supported"), ("HTTP/3.0", "505 HTTP Version Not Supported"),
+    ("HTTP/2.0", "505 HTTP Version Not Supported"),
     ("FTP/1.1", "400 Bad Request"), ("http/1.1", "400 Bad Request"), ("", "400 Bad Request")])
 def test_an_unknown_protocol_version_is_refused(version, status):
     app = strict_framing(lambda e, s: s("200 OK", []) or [b"ok"])

@@ -137,6 +137,8 @@ def exchange(port: int, raw: bytes) -> str:
         if not data:
             return "no answer" if ended == "timeout" else "closed"
         found = re.match(rb"\S+ (\d{3})[ \r]", data)
+        if not found and b"CONTENT_LENGTH" in data:
+            return "0.9"  # an HTTP/0.9 answer: the probe's body alone
         if not found:
             return "garbled " + repr(data[:20])
         status = found.group(1).decode()
@@ -202,7 +204,7 @@ def check(target: str, results: dict[str, str]) -> None:
     wrong = {c: r for c, r in results.items() if c in FRAMING and r.isdigit() and r != "200"
              and int(r) not in right_codes(c) and OTHER_CODE.get(target, {}).get(c) != r}
     garbled = {c: r for c, r in results.items() if not r.isdigit()
-               and r not in ("closed", "no answer")}
+               and r not in ("closed", "no answer", "0.9")}
     assert not wrong and not garbled, (wrong, garbled)
 
 
@@ -273,7 +275,7 @@ def table(lines: list[dict[str, object]]) -> str:
             why[label] = why.get(label, 0) + 1
         reached = ", ".join(f"{n} {label}" for label, n in why.items()) or "none"
         other = [c.removeprefix("other-") for c in res if c.startswith("other-")
-                 and res[c] == "200"]
+                 and res[c] in ("200", "0.9")]
         rows.append(f"| {target} | {len(FRAMING) - len(through)} | {where} | {reached} | "
                     f"{', '.join(other) or 'none'} |")
     return "\n".join(rows)

@@ -39,8 +39,9 @@ FORBIDDEN_TRAILERS = frozenset((
 
 
 # What SERVER_PROTOCOL may say: HTTP/1.x on the wire; granian names HTTP/2 so when it
-# speaks it. uWSGI alone answered `HTTP/111`, `FTP/1.1` and `http/1.1` requests with 200.
-VERSIONS = frozenset(("HTTP/1.0", "HTTP/1.1", "HTTP/2", "HTTP/2.0"))
+# speaks it. uWSGI alone answered `HTTP/111`, `FTP/1.1` and `http/1.1` requests with 200,
+# Apache (mod_wsgi) `HTTP/2.0` in an HTTP/1 request line.
+VERSIONS = frozenset(("HTTP/1.0", "HTTP/1.1", "HTTP/2"))
 
 
 class BadFraming(RequestRefused):
