@@ -322,3 +322,15 @@ def test_the_entry_as_a_command_refuses_broken_framing(tmp_path, body, headers, 
         good = raw_exchange(port, b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked"
                             b"\r\nConnection: close\r\n\r\n5;a=b\r\nhello\r\n0\r\n\r\n")
         assert good.startswith(b"HTTP/1.0 200") and b'"length": 5' in good, good
+
+
+def test_a_body_uwsgi_cannot_de_chunk_is_refused_not_failed():
+    from wsgistack.loader import RequestRefused, _uwsgi_chunks
+
+    def chunked_read() -> bytes:  # as uwsgi.chunked_read on `5;ext` or `0x5`
+        raise OSError("unable to receive chunked part")
+
+    with pytest.raises(RequestRefused, match="chunked body: uWSGI unable to receive") as got:
+        _uwsgi_chunks(chunked_read)()
+    assert got.value.status == "400 Bad Request"
+    assert _uwsgi_chunks(lambda: b"piece")() == b"piece"
