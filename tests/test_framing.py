@@ -265,6 +265,10 @@ def test_an_empty_content_length_is_refused_only_where_servers_set_none():
     assert (status, body) == ("400 Bad Request",
                               b"bad request framing: Content-Length is not one run of digits\n")
     assert framing_error({"CONTENT_LENGTH": ""}) is None  # wsgiref's, on every request
+    both = {"CONTENT_LENGTH": "", "HTTP_TRANSFER_ENCODING": "chunked"}
+    assert framing_error(both) is None
+    assert str(framing_error(both, empty_length=False)) == (
+        "both Transfer-Encoding and Content-Length")
 
 
 def test_without_the_environ_check_only_the_decoder_refuses():

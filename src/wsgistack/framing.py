@@ -181,7 +181,7 @@ def framing_error(environ: dict[str, Any], empty_length: bool = True) -> BadFram
                 empty_length and not length):
             return None
         return BadFraming("Content-Length is not one run of digits")
-    if length:
+    if length or (length is not None and not empty_length):
         return BadFraming("both Transfer-Encoding and Content-Length")
     if te != "chunked":
         codings = [c.strip(" \t").lower() for c in te.split(",")]
