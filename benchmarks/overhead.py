@@ -1,5 +1,5 @@
 """What the entry's layers (uniform errors, mount, body limit, request watchdog, server
-quirks) cost per request, in-process:
+quirks, strict framing) cost per request, in-process:
 a figure without the network's noise, to set beside the A/B ratio."""
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ import timeit
 from typing import Any
 
 from wsgistack.apps.hello import application as hello
+from wsgistack.framing import strict_framing
 from wsgistack.loader import limit_body, mount, server_quirks, uniform_errors, watch_requests
 
 ENVIRON = {  # what granian passes for `GET /hello/`
@@ -37,8 +38,8 @@ def measure(number: int = 200_000) -> tuple[float, float]:
     """(bare app, app inside the entry's layers), nanoseconds per request."""
     # As the entry stacks them (entry.py), with the default limits and timeout.
     inner = mount(uniform_errors(hello), "/hello")
-    wrapped = server_quirks(watch_requests(limit_body(inner, 100 * 1024 * 1024), 60),
-                            ("10.0.0.0/8",))
+    wrapped = strict_framing(server_quirks(watch_requests(limit_body(inner, 100 * 1024 * 1024),
+                                                          60), ("10.0.0.0/8",)))
     return per_call_ns(hello, number), per_call_ns(wrapped, number)
 
 

@@ -149,6 +149,26 @@ def test_listening_beyond_the_machine_on_a_server_slow_clients_starve_is_warned(
     assert (warning in (res.out + res.err).splitlines()) is warned
 
 
+@pytest.mark.parametrize(("backend", "host", "warned"), [
+    ("granian", "0.0.0.0", True), ("uwsgi", "192.0.2.7", True), ("granian", "127.0.0.1", False),
+    ("gunicorn", "0.0.0.0", False), ("mod_wsgi", "0.0.0.0", False),
+    ("nginx+uwsgi", "0.0.0.0", False)])
+def test_listening_beyond_the_machine_on_a_server_that_lets_bad_framing_through_is_warned(
+        tmp_path, backend, host, warned):
+    (tmp_path / "wsgistack.toml").write_text(
+        f'[stack]\nhost = "{host}"\n[services.api]\napp = "wsgistack.apps.probe:application"\n')
+    res = run_cli("-f", str(tmp_path / "wsgistack.toml"), "render", "--backend", backend, "-o",
+                  str(tmp_path / "out"))
+    assert res.code == 0, res.err
+    warning = (f"wsgistack: warning: {backend} listens on {host}, beyond this machine, and lets "
+               "malformed request framing reach the app (")
+    said = [line for line in (res.out + res.err).splitlines() if line.startswith(warning)]
+    assert bool(said) is warned
+    if warned:
+        assert said[0].endswith("): put HAProxy or nginx in front, or use gunicorn or "
+                                'nginx+uwsgi (README, "Malformed requests")')
+
+
 def test_render_loads_each_app_before_writing(tmp_path):
     tmp_path.chmod(0o755)  # the app's user loads it from there
     (tmp_path / "wsgistack.toml").write_text(
@@ -239,6 +259,8 @@ def test_the_cluster_balancer_routes_by_prefix_and_passes_haproxy_c(tmp_path):
     lines = conf.splitlines()
     assert "    bind 127.0.0.1:9999" in lines and "    option redispatch" in lines
     assert "    http-request del-header X-Forwarded-For" in lines
+    # HAProxy's strict HTTP parsing stays (tests/test_framing_live.py: what it refuses).
+    assert not [line for line in lines if "accept-invalid" in line or "accept-unsafe" in line]
     backend = lines.index("backend identity")
     assert lines[backend + 1:backend + 4] == [
         "    balance leastconn", "    option httpchk",

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Stack, alive, assert_reloaded, free_port
-from wsgistack import loader
+from wsgistack import check, loader
 from wsgistack.backends import BACKENDS, apache
 
 pytestmark = pytest.mark.live
@@ -137,24 +137,29 @@ def assert_app_errors_look_alike(root: Path, base: str, api: str) -> None:
 
 def test_check_shows_all_backends_agreeing(shared_stack):
     shared_stack.write(MANIFEST.format(port=free_port(), fixtures=shared_stack.root))
-    res = shared_stack.cli("check", "probe", "--backends", "all", "--base-port", str(free_port()))
+    res = shared_stack.cli("check", "probe", "--backends", "all", "--base-port", str(free_port()),
+                           "--format", "json")
     assert res.code == 0, res.out + res.err
-    rows = res.out.splitlines()
-    assert rows[0] == f"backends: {', '.join(BACKENDS)}"
-    assert max(map(len, rows)) <= 100, max(rows, key=len)
-    assert not [r for r in rows if r.startswith("DIFF")]
-    for row, want in (("chunked", "5242880 read, sha ok"), ("streamed", "HTTP 200, 8388608")):
-        line = next(r for r in rows if row in r)
-        assert line.startswith("same") and want in line, line  # one value: all agree
-    assert res.err.splitlines()[-1] == f"all {len(BACKENDS)} backends agree on probe"
+    doc = json.loads(res.out)
+    assert doc["backends"] == BACKENDS and doc["diverging"] == [] and not doc["skipped"]
+    rows = {r["check"]: r for r in doc["rows"]}
+    for row, want in (("5 MiB upload, chunked", "5242880 read, sha ok"),
+                      ("8 MiB streamed response", "HTTP 200, 8388608")):
+        assert rows[row]["mark"] == "same" and want in rows[row]["values"]["granian"], rows[row]
     # Shown, not compared: only nginx in front reads whole requests before a worker does.
-    doc = json.loads(shared_stack.cli(
-        "check", "probe", "--backends", "nginx+uwsgi,granian", "--format", "json",
-        "--base-port", str(free_port())).out)
-    slow = next(r for r in doc["rows"] if r["check"] == "slow clients")
+    slow = rows["slow clients"]
     assert slow["mark"] == "info" and slow["values"]["nginx+uwsgi"].startswith(
         "holds: answered in")
     assert all(v.startswith(("holds", "starved")) for v in slow["values"].values()), slow
+    # Shown, not compared: what of 7 malformed requests reaches the app (tests/framing/).
+    verdicts = rows["framing"]["values"]
+    assert rows["framing"]["mark"] == "info" and verdicts["gunicorn"] == "7/7 refused", verdicts
+    assert all(re.fullmatch(r"\d/7 refused(; got: .+)?", v) for v in verdicts.values()), verdicts
+    # The text the same run prints: within 100 columns, a shared value on its row.
+    lines = check.text(doc["rows"]).splitlines()
+    assert lines[0] == f"backends: {', '.join(BACKENDS)}"
+    assert max(map(len, lines)) <= 100, max(lines, key=len)
+    assert next(x for x in lines if "upload, chunked" in x).startswith("same")
 
 
 def test_check_of_a_real_app_with_rows_of_its_own(shared_stack):

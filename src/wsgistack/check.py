@@ -174,6 +174,45 @@ def _slow_clients(t: Target) -> str:
     return f"holds: answered in {took:.1f}s" if status else f"starved: no answer in {SLOW_WAIT:g}s"
 
 
+# A handful of the malformed requests in tests/framing/ (the README's "Malformed requests"
+# table has them all): (short name, headers after Host, body).
+FRAMING_CASES = (
+    ("TE+CL", "Content-Length: 3\r\nTransfer-Encoding: chunked\r\n", "5\r\nhello\r\n0\r\n\r\n"),
+    ("TE gzip", "Transfer-Encoding: gzip, chunked\r\n", "5\r\nhello\r\n0\r\n\r\n"),
+    ("CL +5", "Content-Length: +5\r\n", "hello"),
+    ("0x5", "Transfer-Encoding: chunked\r\n", "0x5\r\nhello\r\n0\r\n\r\n"),
+    ("+5", "Transfer-Encoding: chunked\r\n", "+5\r\nhello\r\n0\r\n\r\n"),
+    ("no CRLF", "Transfer-Encoding: chunked\r\n", "5\r\nhelloXX0\r\n\r\n"),
+    ("trailer Host", "Transfer-Encoding: chunked\r\n", "5\r\nhello\r\n0\r\nHost: y\r\n\r\n"),
+)
+REFUSED = (400, 413, 422, 431, 501, 505)  # what servers, front ends and the entry answer
+
+
+def _raw_status(t: Target, raw: bytes) -> int:
+    """The status of the first answer to `raw` sent as it is; 0: closed without one, or
+    none in 5 s (the server waits for more: nothing reached the app either)."""
+    with contextlib.suppress(OSError), socket.create_connection((t.host, t.port), 5) as sock:
+        sock.sendall(raw)
+        head = sock.recv(64)
+        if head[:5] == b"HTTP/" and head[9:12].isdigit():
+            return int(head[9:12])
+    return 0
+
+
+def _framing(t: Target) -> str:
+    """Requests with broken or ambiguous framing, sent raw: which reach the app?"""
+    through = []
+    for name, headers, body in FRAMING_CASES:
+        raw = (f"POST {t.prefix}/ HTTP/1.1\r\nHost: {t.host}:{t.port}\r\n{headers}"
+               f"Connection: close\r\n\r\n{body}").encode()
+        status = _raw_status(t, raw)
+        if status and status not in REFUSED:
+            through.append(name if status == 200 else f"{name} ({status})")
+    refused = len(FRAMING_CASES) - len(through)
+    return f"{refused}/{len(FRAMING_CASES)} refused" + (
+        f"; got: {', '.join(through)}" if through else "")
+
+
 def _app_raises(t: Target) -> str:
     status, _kind, data = _fetch(t, "GET", "/raise")
     after = _request(t, "GET", "/status/200")[0]
@@ -276,6 +315,7 @@ CHECKS: list[Check] = [
     Check("wsgi.multiprocess/thread", "probe info", lambda t: _field(
         _echo(t), "wsgi.multiprocess", "wsgi.multithread")),
     Check("slow clients", "info", _slow_clients),
+    Check("framing", "info", _framing),
     Check("SERVER_SOFTWARE", "probe info", lambda t: _field(_echo(t), "server_software") or "-"),
 ]
 # With --strict: wsgiref's PEP 3333 validator in front of the app, as a row of its own (it

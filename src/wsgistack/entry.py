@@ -23,12 +23,16 @@ _LOADER_SOURCE = Path(loader.__file__).read_text(encoding="utf-8")
 # The loader's own docstring and __future__ import open the file; everything after them is
 # appended to a header of our own so the generated file still starts with a valid __future__.
 _LOADER_BODY = _LOADER_SOURCE.split("from __future__ import annotations\n", 1)[1]
-# Request ids and access lines (observe.py).
+_MARKER = "# ---- copied into entries from here ----\n"
+# The strict framing rules (framing.py), after the loader whose names they use.
+_FRAMING_BODY = (Path(__file__).parent / "framing.py").read_text(encoding="utf-8").split(
+    _MARKER, 1)[1]
+# Request ids, access lines and metrics (observe.py).
 _OBSERVE_BODY = (Path(__file__).parent / "observe.py").read_text(encoding="utf-8").split(
-    "# ---- copied into entries from here ----\n", 1)[1]
+    _MARKER, 1)[1]
 # How an entry run as a command serves (standalone.py), after the loader whose names it uses.
 _STANDALONE_BODY = (Path(__file__).parent / "standalone.py").read_text(encoding="utf-8").split(
-    "# ---- copied into entries from here ----\n", 1)[1]
+    _MARKER, 1)[1]
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,9 @@ class EntrySpec:
     log_health: bool = False  # also log wsgistack's own health checks
     errors_log: str = ""  # the app's stderr and wsgi.errors, where the server's go elsewhere
     metrics_dir: str = ""  # prometheus_client's multiprocess files ("": no metrics)
+    # The server passes the client's Transfer-Encoding and Content-Length as they came: the
+    # entry refuses broken or ambiguous framing from them (framing.strict_framing).
+    check_framing: bool = False
 
 
 def module_name(service: str) -> str:
@@ -92,6 +99,7 @@ STATIC = {static!r}
 STATIC_WHITENOISE = {static_whitenoise!r}
 SPOOL = {spool!r}
 READ_UNREAD = {read_unread!r}
+CHECK_FRAMING = {check_framing!r}
 TRUSTED_PROXIES = {trusted_proxies!r}
 ACCESS_LOG = {access_log!r}
 ACCESS_FORMAT = {access_format!r}
@@ -130,8 +138,8 @@ def get_application(args=None):
             limited = observe(limited, NAME, ACCESS_LOG, ACCESS_FORMAT, LOG_HEALTH,
                               lambda address: _trusted(address, networks),
                               sys.stderr if ERRORS_LOG else None, METRICS_DIR)
-            _app = server_quirks(limited, TRUSTED_PROXIES, CHECK_HEADERS, HTTP_PROXIED,
-                                 MAX_BODY)
+            _app = strict_framing(server_quirks(limited, TRUSTED_PROXIES, CHECK_HEADERS,
+                                                HTTP_PROXIED, MAX_BODY), CHECK_FRAMING)
     return _app
 
 
@@ -189,11 +197,11 @@ def render(spec: EntrySpec) -> str:
         end_on_timeout=spec.end_on_timeout, check_headers=spec.check_headers,
         http_proxied=spec.http_proxied, static=[tuple(s) for s in spec.static],
         static_whitenoise=spec.static_whitenoise, spool=spec.spool,
-        read_unread=spec.read_unread, access_log=spec.access_log,
-        access_format=spec.access_format, log_health=spec.log_health,
-        errors_log=spec.errors_log, metrics_dir=spec.metrics_dir,
+        read_unread=spec.read_unread, check_framing=spec.check_framing,
+        access_log=spec.access_log, access_format=spec.access_format,
+        log_health=spec.log_health, errors_log=spec.errors_log, metrics_dir=spec.metrics_dir,
     )
-    return header + _LOADER_BODY + _OBSERVE_BODY + _STANDALONE_BODY + runner
+    return header + _LOADER_BODY + _FRAMING_BODY + _OBSERVE_BODY + _STANDALONE_BODY + runner
 
 
 def write_checked(spec: EntrySpec, output: Path, python: str = sys.executable) -> None:

@@ -509,7 +509,7 @@ def uniform_errors(app: WSGIApp) -> WSGIApp:
                 first.append(piece)
                 if piece:
                     break
-        except BodyTooLarge:  # limit_body's, to answer 413
+        except (BodyTooLarge, RequestRefused):  # limit_body's 413, strict_framing's 400
             raise
         except Exception:
             if hasattr(result, "close"):
@@ -522,6 +522,16 @@ def uniform_errors(app: WSGIApp) -> WSGIApp:
 
 class BodyTooLarge(Exception):
     """A body of unknown length (chunked) went past the limit as the app read it."""
+
+
+class RequestRefused(Exception):
+    """Raised as the app reads a request that must be refused (framing.BadFraming, a body
+    uWSGI could not de-chunk): framing.strict_framing answers `status` and closes, not
+    uniform_errors with a 500."""
+
+    def __init__(self, reason: str, status: str = "400 Bad Request") -> None:
+        super().__init__(reason)
+        self.status = status
 
 
 class _CountedInput:
@@ -854,7 +864,7 @@ def server_quirks(app: WSGIApp, trusted_proxies: Sequence[str] = (),
         if chunked and "uwsgi.version" in environ:
             import uwsgi  # only importable under uWSGI
 
-            environ["wsgi.input"] = _ChunkedInput(uwsgi.chunked_read)
+            environ["wsgi.input"] = _ChunkedInput(_uwsgi_chunks(uwsgi.chunked_read))
             environ["wsgi.input_terminated"] = True
         if close_after:  # uWSGI's own http11-socket
             length = environ.get("CONTENT_LENGTH") or "0"
@@ -895,6 +905,18 @@ def _close_after(app: WSGIApp, environ: dict[str, Any], start_response: Callable
             yield b""
 
     return _AfterClose(result, _shutdown_uwsgi_connection, body())
+
+
+def _uwsgi_chunks(read: Callable[[], bytes]) -> Callable[[], bytes]:
+    """uwsgi.chunked_read, whose OSError on a body it cannot de-chunk (a bad size, any
+    chunk extension, a missing CRLF) becomes a 400, not the app's 500."""
+    def next_piece() -> bytes:
+        try:
+            return read()
+        except OSError as exc:
+            raise RequestRefused(f"chunked body: uWSGI {exc}") from None
+
+    return next_piece
 
 
 def _continue_now() -> None:

@@ -4,8 +4,8 @@ embedded default, when it is installed, else by the standard library's wsgiref.
 wsgiref alone hands the app the raw socket as wsgi.input: a chunked body arrived still
 chunked, an app that read to EOF waited for ever (the client waits for the answer), and
 `Expect: 100-continue` went unanswered. The handler here frames bodies as HTTP/1.1 says.
-What follows the marker below is copied into every entry after the loader, whose names
-(_ChunkedInput) it uses; it stays standard-library only.
+What follows the marker below is copied into every entry after the loader and framing.py,
+whose names (_ChunkedInput, the strict chunk decoder) it uses; it stays standard-library only.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ import os
 import sys
 from typing import Any
 
+from wsgistack.framing import BadFraming, chunk_reader, framing_error
 from wsgistack.loader import WSGIApp, _ChunkedInput
 
 # ---- copied into entries from here ----
-MAX_CHUNK_LINE = 4096
 
 
 class _BoundedInput:
@@ -48,32 +48,20 @@ class _BoundedInput:
         return iter(self.readline, b"")
 
 
-def _chunk_reader(stream: Any) -> Any:
-    """The pieces of a chunked body, b"" after the last (its trailers read and dropped)."""
-    def next_piece() -> bytes:
-        line = stream.readline(MAX_CHUNK_LINE)
-        size = int(line.split(b";", 1)[0].strip() or b"0", 16)
-        if size == 0:
-            while stream.readline(MAX_CHUNK_LINE) not in (b"\r\n", b"\n", b""):
-                pass  # trailers
-            return b""
-        data: bytes = stream.read(size)
-        stream.readline(MAX_CHUNK_LINE)  # the CRLF after the data
-        return data
-
-    return next_piece
-
-
 def framed_input(environ: dict[str, Any], rfile: Any, wfile_fd: int) -> Any:
     """The request body as the app should read it, per its framing; `Expect: 100-continue`
-    is answered at once, as the other servers here do."""
-    if "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
-        environ.pop("CONTENT_LENGTH", None)
+    is answered at once, as the other servers here do. Broken framing headers raise
+    BadFraming (framing.py's rules), before anything is read."""
+    error = framing_error(environ)
+    if error is not None:
+        raise error
+    if environ.get("CONTENT_LENGTH") == "":  # wsgiref's for no field: as other servers, none
+        del environ["CONTENT_LENGTH"]
+    if "HTTP_TRANSFER_ENCODING" in environ:  # exactly `chunked`, framing_error says
         environ["wsgi.input_terminated"] = True
-        stream: Any = _ChunkedInput(_chunk_reader(rfile))
+        stream: Any = _ChunkedInput(chunk_reader(rfile))
     else:
-        length = environ.get("CONTENT_LENGTH") or "0"
-        stream = _BoundedInput(rfile, int(length) if length.isdigit() else 0)
+        stream = _BoundedInput(rfile, int(environ.get("CONTENT_LENGTH") or "0"))
     if environ.get("HTTP_EXPECT", "").lower() == "100-continue":
         with contextlib.suppress(OSError):
             os.write(wfile_fd, b"HTTP/1.1 100 Continue\r\n\r\n")
@@ -96,7 +84,15 @@ def serve_wsgiref(app: WSGIApp, host: str, port: int, banner: str) -> None:
             if not self.parse_request():
                 return
             environ = self.get_environ()
-            stdin = framed_input(environ, self.rfile, self.connection.fileno())
+            try:
+                if len(set(self.headers.get_all("Content-Length") or ())) > 1:
+                    raise BadFraming("two different Content-Length fields")  # wsgiref: the 1st
+                stdin = framed_input(environ, self.rfile, self.connection.fileno())
+            except BadFraming as exc:
+                self.close_connection = True
+                code, _, reason = exc.status.partition(" ")
+                self.send_error(int(code), reason, f"bad request framing: {exc}")
+                return
             handler = ServerHandler(stdin, self.wfile, self.get_stderr(),  # type: ignore[arg-type]
                                     environ, multithread=True)
             handler.request_handler = self  # type: ignore[attr-defined]

@@ -36,12 +36,22 @@ def resolve(manifest: Manifest, given: str | None = None) -> Backend:
 
 def exposure_warnings(plan: Plan) -> list[str]:
     """What to tell before a stack listens beyond this machine on a server that slow clients
-    can starve."""
-    if get(plan.backend).HOLDS_SLOW_CLIENTS or _loopback(plan.host):
+    can starve, or that lets broken request framing reach the app."""
+    backend = get(plan.backend)
+    if (backend.HOLDS_SLOW_CLIENTS and not backend.FRAMING_GAP) or _loopback(plan.host):
         return []
-    return [f"{plan.backend} listens on {plan.host}, beyond this machine, but cannot hold off "
+    warnings = []
+    if not backend.HOLDS_SLOW_CLIENTS:
+        warnings.append(
+            f"{plan.backend} listens on {plan.host}, beyond this machine, but cannot hold off "
             "slow clients (each one sending its request a byte at a time holds a worker): put "
-            "nginx or HAProxy in front, or use the nginx+uwsgi backend"]
+            "nginx or HAProxy in front, or use the nginx+uwsgi backend")
+    if backend.FRAMING_GAP:
+        warnings.append(
+            f"{plan.backend} listens on {plan.host}, beyond this machine, and lets malformed "
+            f"request framing reach the app ({backend.FRAMING_GAP}): put HAProxy or nginx in "
+            "front, or use gunicorn or nginx+uwsgi (README, \"Malformed requests\")")
+    return warnings
 
 
 def _loopback(host: str) -> bool:

@@ -97,6 +97,12 @@ def outside_prefixes(plan: Plan) -> list[str]:
             'Header always set Content-Type "text/plain" env=WSGISTACK_OUTSIDE']
 
 
+# Apache's strict request parsing, said even where it is the default (a distribution's
+# global `Unsafe` would let a server-wide setting weaken it), and no HTTP/0.9 (a request
+# with no version and no header fields): README, "Malformed requests".
+PROTOCOL = ("HttpProtocolOptions Strict LenientMethods Require1.0",)
+
+
 def httpd_conf(plan: Plan, modules: list[str], body: list[str]) -> str:
     user = plan.front_user
     timeout = max(s.config.timeout for s in plan.services)
@@ -115,6 +121,7 @@ def httpd_conf(plan: Plan, modules: list[str], body: list[str]) -> str:
         "ServerTokens ProductOnly",
         "ServerSignature Off",
         "TraceEnable Off",
+        *PROTOCOL,
         f"Timeout {timeout}",
         "KeepAlive On",
         "KeepAliveTimeout 5",
@@ -164,6 +171,7 @@ def site_conf(plan: Plan, body: list[str], outside: Sequence[str] = ()) -> str:
                 f"ErrorLog {q(plan.path('logs', 'apache-error.log'))}",
                 f"CustomLog {q(plan.path('logs', 'apache-access.log'))} combined",
                 "LogLevel warn",
+                *PROTOCOL,
                 *forwarded_headers(plan)]
         if tls and plan.tls:
             head += ["SSLEngine on", f"SSLCertificateFile {q(plan.tls[0])}",

@@ -18,6 +18,7 @@ from wsgistack.plan import Plan, ServicePlan
 ID = "apache+uwsgi"
 FRONT_END = True
 HOLDS_SLOW_CLIENTS = False
+FRAMING_GAP = ""
 SERVICE_PACKAGES: tuple[str, ...] = ()  # what a service's own venv must hold
 VENV_FILES: tuple[str, ...] = uwsgi.VENV_FILES
 DESCRIPTION = "Apache httpd (mod_proxy_http) in front of uWSGI on UNIX sockets"

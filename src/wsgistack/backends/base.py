@@ -78,6 +78,9 @@ class Backend(Protocol):
     # Whether clients that send their requests slowly leave the workers free (README,
     # "Reliability"): `up` warns when one that does not listens beyond this machine.
     HOLDS_SLOW_CLIENTS: bool
+    # What of a request with broken framing still reaches the app (README, "Malformed
+    # requests"), "" for nothing that RFC 9112 does not allow: `up` warns as for slow clients.
+    FRAMING_GAP: str
     DESCRIPTION: str
     SERVICE_PACKAGES: tuple[str, ...]
     # Files looked for in each service's Python (glob patterns under its prefix), found
@@ -101,7 +104,7 @@ def access_log(plan: Plan, svc: ServicePlan) -> str:
 def entry_files(plan: Plan, *, mount: bool, limits: str = "entry", own_timeout: bool = True,
                 check_headers: bool = False, http_proxied: bool = False,
                 serve_static: bool = False, read_unread: bool = False,
-                own_errors: bool = False) -> dict[str, str]:
+                own_errors: bool = False, check_framing: bool = False) -> dict[str, str]:
     """Entry files for every service, relative to the state dir.
 
     `mount`: the server passes the full path and no SCRIPT_NAME, so the entry splits the
@@ -119,6 +122,8 @@ def entry_files(plan: Plan, *, mount: bool, limits: str = "entry", own_timeout: 
     end sends whole bodies to uWSGI, which must read them even after an early answer.
     `own_errors`: the server sends the app's output to a log of its own (mod_wsgi: Apache's),
     so the entry sends it to the service's.
+    `check_framing`: the server passes the client's Transfer-Encoding and Content-Length
+    unchanged, and the entry refuses broken framing from them (framing.py).
     """
     files = {}
     for svc in plan.services:
@@ -133,7 +138,8 @@ def entry_files(plan: Plan, *, mount: bool, limits: str = "entry", own_timeout: 
             trusted_proxies=plan.trusted_proxies, http_proxied=http_proxied,
             static=svc.static, static_whitenoise=serve_static,
             spool=not cfg.upload,  # an upload service's bodies stream on
-            read_unread=read_unread, access_log=access_log(plan, svc),
+            read_unread=read_unread, check_framing=check_framing,
+            access_log=access_log(plan, svc),
             access_format=plan.access_log, log_health=plan.log_health,
             errors_log=plan.path("logs", f"{svc.name}.log") if own_errors else "",
             # Only where wsgistack runs the exporter that reads them.

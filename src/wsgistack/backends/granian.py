@@ -23,6 +23,8 @@ from wsgistack.plan import Plan, ServicePlan
 ID = "granian"
 FRONT_END = False
 HOLDS_SLOW_CLIENTS = False
+FRAMING_GAP = ("a chunked body hyper cannot decode reaches the app cut short (granian says "
+               "only that the body ended)")
 SERVICE_PACKAGES: tuple[str, ...] = ("granian",)  # what a service's own venv must hold
 VENV_FILES: tuple[str, ...] = ()
 DESCRIPTION = "granian per service, each on its own port (the embedded default)"
@@ -30,7 +32,8 @@ DESCRIPTION = "granian per service, each on its own port (the embedded default)"
 
 def render(plan: Plan) -> dict[str, str]:
     # granian refuses more than 100 fields, but not a large one: the entry does.
-    return entry_files(plan, mount=True, own_timeout=False, check_headers=True)
+    return entry_files(plan, mount=True, own_timeout=False, check_headers=True,
+                       check_framing=True)
 
 
 def argv(plan: Plan, svc: ServicePlan) -> tuple[str, ...]:

@@ -24,6 +24,7 @@ from wsgistack.plan import Plan, ServicePlan
 ID = "gunicorn"
 FRONT_END = False
 HOLDS_SLOW_CLIENTS = False
+FRAMING_GAP = ""
 SERVICE_PACKAGES: tuple[str, ...] = ("gunicorn",)  # what a service's own venv must hold
 VENV_FILES: tuple[str, ...] = ()
 DESCRIPTION = "gunicorn (gthread) per service, each on its own port"
@@ -32,7 +33,8 @@ DESCRIPTION = "gunicorn (gthread) per service, each on its own port"
 def render(plan: Plan) -> dict[str, str]:
     # gthread's --timeout watches the worker's main loop, which a stuck request does not
     # hold: it ends no request.
-    return entry_files(plan, mount=True, own_timeout=False, serve_static=True)
+    return entry_files(plan, mount=True, own_timeout=False, serve_static=True,
+                       check_framing=True)
 
 
 def argv(plan: Plan, svc: ServicePlan) -> tuple[str, ...]:

@@ -26,6 +26,7 @@ from wsgistack.plan import Plan, ServicePlan
 ID = "mod_wsgi"
 FRONT_END = True
 HOLDS_SLOW_CLIENTS = False
+FRAMING_GAP = ""
 SERVICE_PACKAGES: tuple[str, ...] = ()  # what a service's own venv must hold
 DESCRIPTION = "Apache httpd + mod_wsgi daemon mode, every service under one front door"
 DEBIAN_MODULE = f"{apache.MODULES}/mod_wsgi.so"
@@ -99,7 +100,8 @@ def render(plan: Plan) -> dict[str, str]:
         *(line for svc in apache.by_specificity(plan) for line in daemon(plan, svc)),
     ]
     conf = apache.httpd_conf(plan, [], [*head, *_body(plan)])
-    return {**entry_files(plan, mount=False, limits="front end", own_errors=True),
+    return {**entry_files(plan, mount=False, limits="front end", own_errors=True,
+                          check_framing=True),
             "conf/httpd.conf": conf}
 
 

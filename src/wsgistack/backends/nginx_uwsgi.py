@@ -31,6 +31,7 @@ ID = "nginx+uwsgi"
 FRONT_END = True
 # Reads whole requests before a worker sees them: slow clients hold only nginx.
 HOLDS_SLOW_CLIENTS = True
+FRAMING_GAP = ""
 SERVICE_PACKAGES: tuple[str, ...] = ()  # what a service's own venv must hold
 VENV_FILES: tuple[str, ...] = uwsgi.VENV_FILES
 DESCRIPTION = "nginx (uwsgi_pass) in front of uWSGI on UNIX sockets"

@@ -27,6 +27,8 @@ from wsgistack.plan import Plan, ServicePlan
 ID = "uwsgi"
 FRONT_END = False
 HOLDS_SLOW_CLIENTS = False
+FRAMING_GAP = ("uWSGI's chunk decoder accepts sizes such as `0x5` and chunks without their "
+               "CRLF")
 SERVICE_PACKAGES: tuple[str, ...] = ()  # what a service's own venv must hold
 DESCRIPTION = "uWSGI per service on its own port (http11-socket)"
 PLUGIN = "/usr/lib/uwsgi/plugins/python3_plugin.so"
@@ -194,7 +196,8 @@ def render(plan: Plan) -> dict[str, str]:
         for s in plan.services
     }
     # uWSGI limits neither the number nor the size of header fields: the entry does (431).
-    return {**entry_files(plan, mount=True, check_headers=True, read_unread=True),
+    return {**entry_files(plan, mount=True, check_headers=True, read_unread=True,
+                          check_framing=True),
             **{uwsgi_ini(s): ini(plan, s, listen[s.name]) for s in plan.services}}
 
 
