@@ -202,7 +202,12 @@ def _commands(tree: Tree, eps: dict[str, list[tuple[str, str, int, str]]]) -> No
 
 def _transports(tree: Tree) -> None:
     for rel, text in tree.texts.items():
-        m = scan.WEBSOCKET_SERVER.search(text) if rel.endswith(".py") else None
+        # A substring test first: the regular expression over every file cost 12% of
+        # keystone's audit.
+        if not rel.endswith(".py") or ("WebSocketServer" not in text
+                                       and "websockets" not in text):
+            continue
+        m = scan.WEBSOCKET_SERVER.search(text)
         if m and not _is_test(rel):
             tree.add("websocket-server", rel, scan.line_of(text, m.start()),
                      m.group(0).rstrip("( "))
