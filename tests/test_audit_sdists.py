@@ -8,7 +8,6 @@ import re
 import subprocess
 import sys
 import tarfile
-import time
 from pathlib import Path
 
 import pytest
@@ -71,9 +70,8 @@ def normalise(requirement: str) -> str:
 def test_real_sdist(trees: dict[str, Path], requirement: str) -> None:
     project, verdict, evidence = SDISTS[requirement]
     root = trees[normalise(requirement)]
-    started = time.perf_counter()
+    # How fast is the benchmark's to say (2 shared cores: a timed assertion only measures
+    # the machine's load).
     audit = audit_tree(str(root))
-    took = time.perf_counter() - started
     assert (audit.project, audit.verdict) == (project, verdict), audit.reasons
     assert evidence in audit.reasons
-    assert took < 1.0, f"{requirement}: {took:.2f}s"
