@@ -18,6 +18,7 @@ import pytest
 from wsgistack import cli
 from wsgistack.host import DEFAULT_USER
 from wsgistack.lifecycle import preflight, processes
+from wsgistack.runtime import EXPORTER
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -119,8 +120,15 @@ class Stack:
         return run_cli(*argv, cwd=self.root)
 
     def pids(self) -> list[int]:
+        """The servers' leaders (the stack's metrics exporter is not one of them)."""
+        return [pid for name, pid in self._procs() if name != EXPORTER]
+
+    def all_pids(self) -> list[int]:
+        return [pid for _name, pid in self._procs()]
+
+    def _procs(self) -> list[tuple[str, int]]:
         state = processes.load_state(str(self.root / ".wsgistack"))
-        return [r.pid for r in state.procs] if state else []
+        return [(r.name, r.pid) for r in state.procs] if state else []
 
 
 def alive(pid: int) -> bool:
@@ -150,7 +158,7 @@ def assert_reloaded(backend: str, before: list[int], after: list[int]) -> None:
 def stack(tmp_path: Path) -> Iterator[Stack]:
     st = Stack(tmp_path)
     yield st
-    pids = st.pids()
+    pids = st.all_pids()
     st.cli("down")
     for pid in pids:  # never leave a server behind, even when a test failed
         if alive(pid):

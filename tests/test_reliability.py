@@ -163,7 +163,7 @@ def test_one_command_at_a_time(stack):
                 f"wsgistack: error: another wsgistack command (up, pid {os.getpid()}) is "
                 f"working on the stack in {state}; wait for it to finish, then run "
                 f"`wsgistack {command}` again\n")
-    assert stack.pids() == []
+    assert stack.all_pids() == []
 
 
 @pytest.mark.parametrize("backend", sorted(BACKENDS))
@@ -264,7 +264,7 @@ def test_bad_input_is_one_line_and_starts_nothing(stack, stack_extra, service_ex
     errors = [ln for ln in res.err.splitlines() if not ln.startswith("starting stack")]
     assert len(errors) == 1 and errors[0].startswith("wsgistack: error: "), res.err
     assert re.search(message, errors[0]), res.err
-    assert stack.pids() == []
+    assert stack.all_pids() == []
 
 
 def test_read_only_state_dir_is_one_line(stack):
@@ -492,8 +492,7 @@ def test_a_request_past_its_timeout_is_ended_and_shown(stack, backend):
     else:  # answered by the front end, or by the entry on the server's connection
         assert outcome in ("HTTP 503", "HTTP 504"), outcome
     assert took < 2 + 2
-    log = stack.root / ".wsgistack" / "logs" / ("apache.log" if backend == "mod_wsgi"
-                                                 else "api.log")
+    log = stack.root / ".wsgistack" / "logs" / "api.log"  # under mod_wsgi too: the entry's
     assert wait_for(lambda: "wsgistack: request GET /api/sleep/30 still running after 2s "
                     "(timeout); where it is:" in log.read_text(errors="replace"), 5)
     assert "in application" in log.read_text(errors="replace")  # the stack reaches the app

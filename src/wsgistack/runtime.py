@@ -104,6 +104,7 @@ def up(plan: Plan, progress: Callable[[str], None], after_up: bool = True) -> li
         _refuse_leftovers(plan, processes.load_state(plan.state))
         processes.clear_pid_files(plan.state)
         preflight.check_ports(plan)
+        _say_shared_interpreters(plan, progress)
         plan = _ready(plan, progress)
         files = render(plan)
         _write(plan, files, progress)  # the apps' config and setup first: they load with them
@@ -123,6 +124,14 @@ def up(plan: Plan, progress: Callable[[str], None], after_up: bool = True) -> li
             stop_stack(plan.state, running)
             raise
     return running
+
+
+def _say_shared_interpreters(plan: Plan, progress: Callable[[str], None]) -> None:
+    """Said once the manifest is known to be sound, so a user error stays the only line."""
+    for svc in plan.services:
+        if not svc.provision.venv_base and not svc.config.venv:
+            progress(f"service '{svc.name}' runs on {svc.python} (no requirements or venv of "
+                     f"its own: set services.{svc.name}.requirements to give it one)")
 
 
 def _mark_app_logs(plan: Plan, written: set[str]) -> None:
@@ -250,6 +259,7 @@ def reload(plan: Plan, progress: Callable[[str], None]) -> list[Running]:
                 s.name: s.public_url for s in plan.services}:
             raise ServerError(f"{plan.source}: services, prefixes or ports changed since "
                               "`up`; a reload keeps them: run `wsgistack down` then `up`")
+        _say_shared_interpreters(plan, progress)
         plan = _ready(plan, progress)
         files = render(plan)
         try_apps(plan, files, "; reload refused: the running stack is untouched; fix it and "
