@@ -16,7 +16,7 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 
-from benchmarks import openstack, overhead, report, servers, wrk
+from benchmarks import observing, openstack, overhead, report, servers, wrk
 from wsgistack.backends import BACKENDS
 from wsgistack.lifecycle.preflight import free_ports
 
@@ -201,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
         base = baselines(args, work)
         print("up and down", flush=True)
         ups = up_times(work, max(1, args.rounds - 1))
+        print("access log and metrics, on against off", flush=True)
+        observed = observing.measure(args, work, backends)
         real = []
         if args.openstack:
             print("examples/openstack", flush=True)
@@ -210,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
                f"{args.processes} process(es) x {args.threads} thread(s); "
                f"{args.rounds} rounds; run took {time.perf_counter() - started:.0f}s")
     text = report.markdown(context, ab, [w[0] for w in WORKLOADS], table, memory, base, ups,
-                           (bare, layered), real, fronts)
+                           (bare, layered), real, fronts) + "\n".join(observing.section(observed))
     args.out.write_text(text)
     png = report.chart(args.out.with_suffix(".png"), ab, base)
     print(text)

@@ -41,8 +41,8 @@ def wsgistack_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 
 def manifest(services: dict[str, str], port: int, processes: int, threads: int,
-             backend: str = "granian") -> str:
-    lines = [f'[stack]\nname = "bench"\nbackend = "{backend}"\nbase_port = {port}\n']
+             backend: str = "granian", stack: str = "") -> str:
+    lines = [f'[stack]\nname = "bench"\nbackend = "{backend}"\nbase_port = {port}\n{stack}']
     for name, app in services.items():
         lines.append(
             f'[services.{name}]\napp = "{app}"\nprocesses = {processes}\nthreads = {threads}\n'
@@ -73,13 +73,14 @@ def running_stack(workdir: Path) -> tuple[dict[str, str], dict[str, int]]:
 
 @contextlib.contextmanager
 def wsgistack_stack(workdir: Path, backend: str, services: dict[str, str], processes: int,
-                    threads: int) -> Iterator[Stack]:
-    """The stack brought up by `wsgistack up --detach` under `backend`, and down after."""
+                    threads: int, stack: str = "") -> Iterator[Stack]:
+    """The stack brought up by `wsgistack up --detach` under `backend`, and down after;
+    `stack`: more `[stack]` settings, one per line."""
     workdir.mkdir(parents=True, exist_ok=True)
     workdir.chmod(0o755)  # Apache's and nginx's worker user walks into it
     port = free_ports("127.0.0.1", len(services))
     (workdir / "wsgistack.toml").write_text(manifest(services, port, processes, threads,
-                                                     backend))
+                                                     backend, stack))
     started = time.perf_counter()
     res = wsgistack_cli("up", "--detach", cwd=workdir)
     took = time.perf_counter() - started

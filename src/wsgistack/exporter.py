@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import threading
 import time
 from collections import deque
@@ -21,7 +22,7 @@ from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from wsgistack.lifecycle import processes
@@ -67,12 +68,90 @@ class _Stack:
         yield from (rss, cpu, count)
 
 
+def _ask_unix(path: str, request: bytes = b"") -> bytes:
+    """What a UNIX socket answers (uWSGI's stats say it all and close; nginx is asked)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(2.0)
+        sock.connect(path)
+        if request:
+            sock.sendall(request)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class _Servers:
+    """What each server knows of its workers: busy and idle from uWSGI's stats socket,
+    else the live worker processes of the service's own server (granian, gunicorn; the
+    mod_wsgi daemons of its process group); nginx's connections from its stub_status."""
+
+    def __init__(self, state: str) -> None:
+        self.state = state
+
+    def collect(self) -> Iterator[Metric]:
+        workers = GaugeMetricFamily("wsgistack_server_workers",
+                                    "Worker processes of each service by state: busy or idle "
+                                    "where the server tells (uWSGI), else running.",
+                                    labels=["service", "state"])
+        stack = processes.load_state(self.state)
+        for svc in stack.services if stack is not None else ():
+            assert stack is not None
+            for state, count in sorted(self._workers(stack, svc.name).items()):
+                workers.add_metric([svc.name, state], count)
+        yield workers
+        yield from self._nginx()
+
+    def _workers(self, stack: processes.StackState, service: str) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for sock in sorted(Path(self.state, "metrics", service).glob("uwsgi-stats*.sock")):
+            try:
+                doc = json.loads(_ask_unix(str(sock)))
+            except (OSError, ValueError):
+                continue  # a twin gone after a swap, or one not listening yet
+            for worker in doc.get("workers", ()):
+                status = "busy" if worker.get("status") == "busy" else "idle"
+                counts[status] = counts.get(status, 0) + 1
+        if counts:
+            return counts
+        title = f"(wsgi:{service})"
+        found = [pid for r in stack.procs if r.alive() for pid in processes.descendants(r.pid)
+                 if r.name == service or processes.cmdline(pid).startswith(title)]
+        return {"running": len(found)}
+
+    def _nginx(self) -> Iterator[Metric]:
+        path = os.path.join(self.state, "run", "nginx-status.sock")
+        if not os.path.exists(path):
+            return
+        try:
+            answer = _ask_unix(path, b"GET /stub_status HTTP/1.0\r\nHost: status\r\n\r\n")
+        except OSError:
+            return
+        words = answer.split(b"\r\n\r\n", 1)[-1].split()
+        # "Active connections: N  server accepts handled requests A H R  Reading: r
+        # Writing: w Waiting: i"
+        numbers = [int(w) for w in words if w.isdigit()]
+        if len(numbers) != 7:
+            return
+        conns = GaugeMetricFamily("wsgistack_nginx_connections",
+                                  "nginx's client connections by state (stub_status).",
+                                  labels=["state"])
+        for state, value in zip(("reading", "writing", "waiting"), numbers[4:], strict=True):
+            conns.add_metric([state], value)
+        yield conns
+        requests = CounterMetricFamily("wsgistack_nginx_requests",
+                                       "Client requests nginx has taken (stub_status).")
+        requests.add_metric([], numbers[3])
+        yield requests
+
+
 def registry(state: str) -> CollectorRegistry:
     reg = CollectorRegistry()
     root = Path(state, "metrics")
     for directory in sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else ():
         MultiProcessCollector(reg, path=str(directory))  # type: ignore[no-untyped-call]
     reg.register(_Stack(state))
+    reg.register(_Servers(state))
     return reg
 
 

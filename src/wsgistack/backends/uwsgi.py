@@ -90,6 +90,9 @@ def ini(plan: Plan, svc: ServicePlan, listen: list[str]) -> str:
         f"hook-accepting = log:{READY_LINE}",
         "umask = 027",
     ]
+    if plan.metrics and plan.target == "local":
+        # Busy and idle workers, for the stack's exporter (root, or the user running up).
+        lines.append(f"stats = {q(stats_socket(plan, svc))}")
     if plan.target == "host":
         # Installed, systemd starts it as the app's user; it writes its own log, and
         # reopens it when logrotate touches the reopen file.
@@ -104,6 +107,13 @@ def ini(plan: Plan, svc: ServicePlan, listen: list[str]) -> str:
     # No `env =` lines: the entry sets the app's env as it loads the app. The master keeps
     # what its ini set across reloads, so a key removed from the manifest would live on.
     return "\n".join(lines) + "\n"
+
+
+def stats_socket(plan: Plan, svc: ServicePlan) -> str:
+    """uWSGI's stats socket, which its master binds as the app's user: in the service's
+    metrics dir (its own, where the exporter looks); a swapped-in twin has its own."""
+    twin = ".next" if svc.socket.endswith(".next") else ""
+    return plan.path("metrics", svc.name, f"uwsgi-stats{twin}.sock")
 
 
 def _socket_access(plan: Plan, svc: ServicePlan) -> list[str]:
