@@ -10,6 +10,7 @@ last minute per service, for `wsgistack status`).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import socket
@@ -86,8 +87,8 @@ class _Servers:
     else the live worker processes of the service's own server (granian, gunicorn; the
     mod_wsgi daemons of its process group); nginx's connections from its stub_status."""
 
-    def __init__(self, state: str) -> None:
-        self.state = state
+    def __init__(self, state: str, metrics: str) -> None:
+        self.state, self.metrics = state, metrics
 
     def collect(self) -> Iterator[Metric]:
         workers = GaugeMetricFamily("wsgistack_server_workers",
@@ -104,7 +105,7 @@ class _Servers:
 
     def _workers(self, stack: processes.StackState, service: str) -> dict[str, int]:
         counts: dict[str, int] = {}
-        for sock in sorted(Path(self.state, "metrics", service).glob("uwsgi-stats*.sock")):
+        for sock in sorted(Path(self.metrics, service).glob("uwsgi-stats*.sock")):
             try:
                 doc = json.loads(_ask_unix(str(sock)))
             except (OSError, ValueError):
@@ -145,13 +146,14 @@ class _Servers:
         yield requests
 
 
-def registry(state: str) -> CollectorRegistry:
+def registry(state: str, metrics: str = "") -> CollectorRegistry:
+    """`metrics`: the services' metrics dirs' parent (default: STATE/metrics)."""
     reg = CollectorRegistry()
-    root = Path(state, "metrics")
+    root = Path(metrics or os.path.join(state, "metrics"))
     for directory in sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else ():
         MultiProcessCollector(reg, path=str(directory))  # type: ignore[no-untyped-call]
     reg.register(_Stack(state))
-    reg.register(_Servers(state))
+    reg.register(_Servers(state, str(root)))
     return reg
 
 
@@ -172,13 +174,13 @@ def _totals(reg: CollectorRegistry) -> dict[str, tuple[float, float]]:
 class Rates:
     """Totals sampled every few seconds; the rate over the last minute from them."""
 
-    def __init__(self, state: str) -> None:
-        self.state = state
+    def __init__(self, collect: Callable[[], CollectorRegistry]) -> None:
+        self.collect = collect
         self.samples: deque[tuple[float, dict[str, tuple[float, float]]]] = deque()
 
     def sample(self) -> None:
         now = time.monotonic()
-        self.samples.append((now, _totals(registry(self.state))))
+        self.samples.append((now, _totals(self.collect())))
         while self.samples and now - self.samples[0][0] > WINDOW + SAMPLE:
             self.samples.popleft()
 
@@ -193,11 +195,11 @@ class Rates:
                 for name, (total, errors) in last.items()}
 
 
-def app(state: str, rates: Rates) -> Callable[..., Iterable[bytes]]:
+def app(collect: Callable[[], CollectorRegistry], rates: Rates) -> Callable[..., Iterable[bytes]]:
     def serve(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
         if path == "/metrics":
-            body, kind = generate_latest(registry(state)), "text/plain; version=0.0.4"
+            body, kind = generate_latest(collect()), "text/plain; version=0.0.4"
         elif path == "/rates":
             body, kind = json.dumps(rates.rates()).encode(), "application/json"
         else:
@@ -218,9 +220,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="wsgistack.exporter")
     parser.add_argument("--listen", required=True, help="HOST:PORT")
     parser.add_argument("--state", required=True, help="the stack's state dir")
+    parser.add_argument("--metrics", default="", help="the services' metrics dirs are in "
+                        "here (default: STATE/metrics)")
     opts = parser.parse_args(argv)
     host, _, port = opts.listen.rpartition(":")
-    rates = Rates(opts.state)
+    collect = functools.partial(registry, opts.state, opts.metrics)
+    rates = Rates(collect)
 
     def sampler() -> None:
         while True:
@@ -228,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(SAMPLE)
 
     threading.Thread(target=sampler, daemon=True).start()
-    server: WSGIServer = make_server(host.strip("[]"), int(port), app(opts.state, rates),
+    server: WSGIServer = make_server(host.strip("[]"), int(port), app(collect, rates),
                                      handler_class=_Quiet)
     print(f"wsgistack exporter on http://{opts.listen}/metrics", flush=True)
     server.serve_forever()

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from wsgistack import entry
-from wsgistack.plan import Plan, ServicePlan
+from wsgistack.plan import Plan, ServicePlan, counts_requests
 
 
 @dataclass(frozen=True)
@@ -142,9 +142,7 @@ def entry_files(plan: Plan, *, mount: bool, limits: str = "entry", own_timeout: 
             access_log=access_log(plan, svc),
             access_format=plan.access_log, log_health=plan.log_health,
             errors_log=plan.path("logs", f"{svc.name}.log") if own_errors else "",
-            # Only where wsgistack runs the exporter that reads them.
-            metrics_dir=plan.path("metrics", svc.name) if plan.metrics and
-            plan.target == "local" else "",
+            metrics_dir=plan.path("metrics", svc.name) if counts_requests(plan) else "",
         )
         files[entry_file(svc)] = entry.render(spec)
     return files
