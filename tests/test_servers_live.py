@@ -80,6 +80,8 @@ def test_example_stack_under_every_backend(shared_stack, backend):
     assert res.out.count("healthy") == 3
     catalog = get(f"http://127.0.0.1:{port}/")
     urls = {s["name"]: s["url"] for s in catalog["services"]}
+    assert catalog["links"][1] == {"rel": "metrics",
+                                   "href": f"http://127.0.0.1:{port + 90}/metrics"}
     front = BACKENDS[backend].FRONT_END
     probe_port = port if front else port + 1
     assert urls["probe"] == f"http://127.0.0.1:{probe_port}/probe/"
