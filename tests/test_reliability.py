@@ -346,6 +346,10 @@ def test_reload_under_load_loses_nothing(stack, up_stack, backend):
     assert got.errors <= lost, f"{got.errors} of {got.requests} failed in the reload: " \
         f"{got.detail}"
     assert seen(port)["environ"]["DROP"] == "changed"
+    if backend == "granian":
+        # Every old worker stopped gracefully: none was killed at workers-kill-timeout.
+        log = (stack.root / ".wsgistack" / "logs" / "api.log").read_text(encoding="utf-8")
+        assert "refused to gracefully stop" not in log, log
 
 
 @pytest.mark.parametrize("backend", sorted(BACKENDS))

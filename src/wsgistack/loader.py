@@ -866,6 +866,8 @@ def server_quirks(app: WSGIApp, trusted_proxies: Sequence[str] = (),
 
             environ["wsgi.input"] = _ChunkedInput(_uwsgi_chunks(uwsgi.chunked_read))
             environ["wsgi.input_terminated"] = True
+        if _handing_over:  # granian's reload: the client reconnects, to a new worker
+            return app(environ, _closing(start_response))
         if close_after:  # uWSGI's own http11-socket
             length = environ.get("CONTENT_LENGTH") or "0"
             refused = bool(max_body) and length.isdigit() and int(length) > max_body
@@ -875,6 +877,35 @@ def server_quirks(app: WSGIApp, trusted_proxies: Sequence[str] = (),
         return app(environ, start_response)
 
     return uniform
+
+
+_handing_over = False  # set by the grace signal: this worker is about to stop
+
+
+def close_connections_on_signal() -> None:
+    """Under wsgistack's granian (backends/granian_run.py), which sends WSGISTACK_GRACE_SIGNAL
+    to an old worker once its replacement is serving: from then on every answer says
+    `Connection: close`, so that a keep-alive client moves to the new worker between two
+    requests rather than meet its connection closed under a request in flight."""
+    import signal
+    import threading
+
+    signum = os.environ.get("WSGISTACK_GRACE_SIGNAL", "")
+    if not signum.isdigit() or threading.current_thread() is not threading.main_thread():
+        return
+
+    def hand_over(_signum: int, _frame: Any) -> None:
+        global _handing_over
+        _handing_over = True
+
+    signal.signal(int(signum), hand_over)
+
+
+def _closing(start_response: Callable[..., Any]) -> Callable[..., Any]:
+    def start(status: str, headers: list[tuple[str, str]], *exc: Any) -> Any:
+        return start_response(status, [*headers, ("Connection", "close")], *exc)
+
+    return start
 
 
 def _close_after(app: WSGIApp, environ: dict[str, Any], start_response: Callable[..., Any]
