@@ -13,6 +13,7 @@ from __future__ import annotations
 # ---- copied into entries from here ----
 import json
 import os
+import random
 import sys
 import threading
 import time
@@ -20,6 +21,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TextIO
 
 HEALTH_AGENT = "wsgistack-health"  # the User-Agent of wsgistack's own health checks
+_random_bits = random.getrandbits
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
@@ -85,10 +87,17 @@ def client_address(environ: dict[str, Any], trusted: Callable[[str], bool]) -> s
     return peer
 
 
+_clf_second: list[Any] = [-1, ""]  # the last second formatted, and its text
+
+
 def _clf_time(now: float) -> str:
-    t = time.gmtime(now)
-    return (f"{t.tm_mday:02d}/{_MONTHS[t.tm_mon - 1]}/{t.tm_year}:"
-            f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} +0000")
+    # Formatted once a second: under load, a thousand lines share each.
+    second = int(now)
+    if _clf_second[0] != second:
+        t = time.gmtime(second)
+        _clf_second[:] = [second, f"{t.tm_mday:02d}/{_MONTHS[t.tm_mon - 1]}/{t.tm_year}:"
+                                  f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} +0000"]
+    return str(_clf_second[1])
 
 
 def _quoted(value: str) -> str:
@@ -204,8 +213,9 @@ def observe(app: Callable[..., Any], service: str, log_path: str, fmt: str = "co
         began = time.time()
         clock = time.perf_counter()
         given = environ.get("HTTP_X_REQUEST_ID", "")
+        # 128 random bits without a system call (random reseeds in each forked worker).
         request_id = given if given and environ.get("wsgistack.trusted_peer") and \
-            len(given) <= 200 and given.isprintable() else os.urandom(16).hex()
+            len(given) <= 200 and given.isprintable() else f"{_random_bits(128):032x}"
         environ["HTTP_X_REQUEST_ID"] = request_id
         answer: dict[str, Any] = {}
 
