@@ -139,16 +139,19 @@ def alive(pid: int) -> bool:
     return processes.proc_stat(pid)[:1] not in (["Z"], [])
 
 
-# Behind these front ends a reload swaps a new uWSGI in on each socket (runtime.py).
-SWAPPED = ("apache+uwsgi", "nginx+uwsgi")
+# Behind these front ends (uWSGI's own HTTP router for uwsgi) a reload swaps a new uWSGI in
+# on each socket (runtime.py).
+SWAPPED = ("apache+uwsgi", "nginx+uwsgi", "uwsgi")
 
 
 def assert_reloaded(backend: str, before: list[int], after: list[int]) -> None:
     """The leaders after a reload: the same processes, but for uWSGI behind a front end,
-    which is new (the old one gone); the front end (last) stays."""
+    which is new (the old one gone); the front ends (last: nginx or Apache, or each
+    service's uWSGI router) stay."""
     if backend in SWAPPED:
-        assert after[-1] == before[-1] and alive(after[-1])
-        assert not set(after[:-1]) & set(before[:-1]) and not any(map(alive, before[:-1]))
+        replaced = [old for old, new in zip(before, after, strict=True) if old != new]
+        assert replaced and after[-1] == before[-1]
+        assert not set(after) & set(replaced) and not any(map(alive, replaced))
         assert all(map(alive, after))
     else:
         assert after == before and all(map(alive, after))

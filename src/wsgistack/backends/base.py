@@ -154,6 +154,24 @@ def entry_file(svc: ServicePlan) -> str:
     return f"entries/{svc.name}/{svc.module}.py"
 
 
+GRANIAN_LAUNCHER = "wsgistack_granian.py"
+
+
+def granian_launcher(svc: ServicePlan) -> str:
+    """granian's command line with wsgistack's reload (granian_run.py), beside the entry."""
+    return f"entries/{svc.name}/{GRANIAN_LAUNCHER}"
+
+
+def server_name(argv: tuple[str, ...]) -> str:
+    """The server a command runs: `python -m granian` or granian's launcher (the interpreter
+    runs it), else the binary."""
+    if argv[1:2] == ("-m",):
+        return argv[2]
+    if len(argv) > 1 and os.path.basename(argv[1]) == GRANIAN_LAUNCHER:
+        return "granian"
+    return argv[0]
+
+
 def uwsgi_ini(svc: ServicePlan, twin: bool = False) -> str:
     return f"conf/uwsgi-{svc.name}{'.next' if twin else ''}.ini"
 
@@ -161,7 +179,8 @@ def uwsgi_ini(svc: ServicePlan, twin: bool = False) -> str:
 def service_files(svc: ServicePlan) -> tuple[str, ...]:
     """Rendered files (under the state dir) that hold one service's env and that its own
     processes read: readable by its group, by no other user."""
-    return entry_file(svc), uwsgi_ini(svc), uwsgi_ini(svc, twin=True)
+    return (entry_file(svc), granian_launcher(svc), uwsgi_ini(svc),
+            uwsgi_ini(svc, twin=True))
 
 
 def log_path(plan: Plan, name: str) -> str:

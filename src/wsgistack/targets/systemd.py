@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import shlex
 
-from wsgistack.backends.base import Proc
+from wsgistack.backends.base import Proc, server_name
 from wsgistack.plan import Plan, ServicePlan, counts_requests
 
 # How each server starts up under systemd: (Type, NotifyAccess).
@@ -48,8 +48,7 @@ def target_name(plan: Plan) -> str:
 
 def server_kind(proc: Proc) -> str:
     """uwsgi, gunicorn or granian: what the command runs."""
-    argv = proc.argv
-    return argv[2] if argv[1:2] == ("-m",) else os.path.basename(argv[0])
+    return os.path.basename(server_name(proc.argv))
 
 
 def _quote(arg: str) -> str:
