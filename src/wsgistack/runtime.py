@@ -115,10 +115,16 @@ def up(plan: Plan, progress: Callable[[str], None], after_up: bool = True) -> li
             procs = commands(plan)
             _metrics_dirs(plan)
             _mark_app_logs(plan, {p.log for p in procs})
+            for path in (p for proc in procs for p in proc.private):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)  # left by a server that was killed: nginx binds no stale one
             for proc in procs:
                 running.append(processes.start(plan, proc))
                 processes.save_state(plan, running)
             health.wait_healthy(plan, running, progress)
+            for path in (p for proc in procs for p in proc.private):
+                with contextlib.suppress(FileNotFoundError):
+                    os.chmod(path, 0o600)
             if after_up:
                 provision.run_after_up(plan, progress)
         except BaseException:

@@ -45,6 +45,9 @@ class Proc:
     # (uWSGI, Apache, nginx) start as root and are told their users in their configs.
     user: str = ""
     group: str = ""
+    # UNIX sockets it makes usable by anyone (nginx chmods its own 0666), made its owner's
+    # alone once it is up: only wsgistack (the exporter) talks to them.
+    private: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -237,6 +237,7 @@ def command(plan: Plan) -> list[Proc]:
         log=log_path(plan, "nginx"), cwd=plan.state, env=front_env(plan),
         serves=tuple(s.name for s in plan.services),
         reload_when=("conf/nginx.conf", "conf/uwsgi_params"),
+        private=(plan.path("run", STATUS_SOCKET),) if stub_status(plan) else (),
     )
     return [*uwsgi.front_procs(plan), nginx]
 
