@@ -3,7 +3,7 @@ logs:
 
     ARTIFACTS/BACKEND/logs/       every log of the stack: each service's log and access log
                                   (`NAME-access.log`), the servers' own logs, setup and
-                                  after_up output
+                                  after_up output; `stack-up.log` when it did not come up
     ARTIFACTS/BACKEND/etc/        the rendered configs (conf/) and entries (entries/)
     ARTIFACTS/BACKEND/status.json the stack as `wsgistack status --json` describes it
     ARTIFACTS/BACKEND/command-stdout.txt, command-stderr.txt
@@ -25,6 +25,7 @@ from typing import Any
 from xml.etree import ElementTree
 
 from wsgistack import secrets
+from wsgistack.errors import WsgistackError
 from wsgistack.jobs.job import FAILED, PASSED, STACK_FAILED, TIMED_OUT, Outcome
 from wsgistack.lifecycle import health, processes
 from wsgistack.logview import ERROR_WORDS
@@ -80,6 +81,17 @@ def status(plan: Plan) -> dict[str, Any]:
                            "state": "running" if r.alive() else "gone"}
                           for r in state.serving(svc.name)]})
     return {"stack": plan.name, "backend": plan.backend, "up": True, "services": services}
+
+
+UP_LOG = "stack-up.log"
+
+
+def write_up_error(where: Path, exc: WsgistackError) -> None:
+    """Why the stack did not come up, and what lies behind it (an app's traceback, from
+    the trial load that `up` makes before starting anything), as `logs/stack-up.log`."""
+    (where / "logs").mkdir(exist_ok=True)
+    text = "\n".join(t for t in (exc.detail.rstrip(), f"wsgistack: error: {exc}") if t)
+    (where / "logs" / UP_LOG).write_text(secrets.redact(text) + "\n", encoding="utf-8")
 
 
 def keep_results(source: Path, where: Path) -> None:

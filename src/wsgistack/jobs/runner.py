@@ -133,6 +133,7 @@ def run_backend(job: Job, backend: str) -> Outcome:
             running = runtime.up(p, lambda _msg: None)
         except WsgistackError as exc:
             outcome = dataclasses.replace(outcome, error=str(exc))
+            artifacts.write_up_error(where, exc)
         else:
             healthy = time.monotonic() - t0
             result, code, seconds, why = run_command(job, p, where)
@@ -158,6 +159,8 @@ def _finish(job: Job, p: plans.Plan, where: Path, running: list[Running]) -> Non
         if not (job.keep and running):
             runtime.stop_stack(p.state, running)
             shutil.rmtree(p.state, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                os.rmdir(os.path.dirname(p.state))  # STATE/test, when no other is left
 
 
 class _Terminated(KeyboardInterrupt):
