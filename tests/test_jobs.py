@@ -262,3 +262,42 @@ def test_env_of_a_stack_that_is_not_up(tmp_path: Path) -> None:
     res = run_cli("env", cwd=tmp_path)
     assert res.code == 2
     assert "stack 'notes' is not up" in res.err
+
+
+# ---- the pytest plugin -----------------------------------------------------------------
+
+SEEN = '''
+import os
+
+
+def test_the_stack_is_shared(wsgistack_stack):
+    assert wsgistack_stack.urls["notes"] == os.environ["WSGISTACK_NOTES_URL"]
+    with open(os.path.join(os.environ["SEEN_DIR"], os.environ["PYTEST_XDIST_WORKER"]), "w") as fh:
+        fh.write(wsgistack_stack.state_dir)
+'''
+
+
+@pytest.mark.live
+def test_pytest_plugin_one_stack_for_two_workers(example: Stack) -> None:
+    tests = example.root / "tests"
+    (tests / "test_seen.py").write_text(SEEN)
+    (tests / "test_fail.py").write_text(FAILING_TEST)
+    seen = example.root / "seen"
+    seen.mkdir()
+    res = subprocess.run(
+        # `--dist each`: both workers run every test, against the one stack.
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-n", "2", "--dist", "each",
+         "--wsgistack",
+         "wsgistack.toml", "--wsgistack-backend", "apache+uwsgi", "tests"],
+        cwd=example.root, env={**os.environ, "SEEN_DIR": str(seen)}, capture_output=True,
+        text=True, check=False, timeout=300)
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "2 failed, 8 passed" in res.stdout
+    workers = {p.name: p.read_text() for p in seen.iterdir()}
+    assert set(workers) == {"gw0", "gw1"}
+    assert len(set(workers.values())) == 1  # against one stack
+    assert next(iter(workers.values())) == str(example.root / ".wsgistack/test/apache-uwsgi")
+    # The failing test's report: the access line of its request, from its time window.
+    assert "wsgistack: logs/notes-access.log while the test ran" in res.stdout
+    assert '"GET /notes/notes/no-such-note HTTP/1.1" 404' in res.stdout
+    no_stack_left(example.root)

@@ -3,11 +3,16 @@ each service's URLs, as `WSGISTACK_*` variables (`wsgistack env`, `wsgistack tes
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shlex
 from collections.abc import Mapping
 
+from wsgistack import plan as plans
+from wsgistack.backends import get
+from wsgistack.lifecycle import processes
+from wsgistack.manifest import Manifest
 from wsgistack.plan import Plan
 
 STACK = "WSGISTACK_STACK"  # the stack's name (in the servers' own environment: the marker)
@@ -30,6 +35,17 @@ def stack_env(plan: Plan) -> dict[str, str]:
         internal = svc.health_url.removesuffix(svc.config.health_path)
         env[variable(svc.name, "INTERNAL_URL")] = internal.removesuffix("/")
     return env
+
+
+def running(m: Manifest) -> Plan | None:
+    """The plan of the manifest's own stack as `up` ran it (its backend, its base port),
+    when it is up; None when it is not."""
+    state = processes.load_state(str(m.state_path))
+    if state is None or not any(r.alive() for r in state.procs):
+        return None
+    if state.base_port:
+        m = dataclasses.replace(m, stack=dataclasses.replace(m.stack, base_port=state.base_port))
+    return plans.build(m, get(state.backend))
 
 
 def formatted(env: Mapping[str, str], fmt: str) -> str:

@@ -61,6 +61,24 @@ def plan_for(m: Manifest, backend: str) -> plans.Plan:
     return p
 
 
+def fresh(m: Manifest, backend: str) -> plans.Plan:
+    """The plan of a new test stack for `backend`: what an earlier one left (`--keep`)
+    stopped and removed first."""
+    state = state_dir(m, backend)
+    if state.is_dir():
+        runtime.down(str(state))
+        shutil.rmtree(state, ignore_errors=True)
+    return plan_for(m, backend)
+
+
+def down(p: plans.Plan, running: list[Running]) -> None:
+    """A test stack stopped, its state dir removed."""
+    runtime.stop_stack(p.state, running)
+    shutil.rmtree(p.state, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        os.rmdir(os.path.dirname(p.state))  # STATE/test, when no other is left
+
+
 def _command_env(job: Job, p: plans.Plan) -> dict[str, str]:
     """The caller's environment, the stack's, then `[test] env`; the directory of the
     Python running wsgistack first on PATH (its `pytest` is found without activating it)."""
@@ -120,11 +138,7 @@ def run_backend(job: Job, backend: str) -> Outcome:
     where = job.artifacts / slug(backend)
     shutil.rmtree(where, ignore_errors=True)
     where.mkdir(parents=True)
-    state = state_dir(job.manifest, backend)
-    if state.is_dir():
-        runtime.down(str(state))  # a test stack kept by an earlier --keep
-        shutil.rmtree(state, ignore_errors=True)
-    p = plan_for(job.manifest, backend)
+    p = fresh(job.manifest, backend)
     running: list[Running] = []
     t0 = time.monotonic()
     outcome = Outcome(backend, STACK_FAILED, where)
@@ -157,10 +171,7 @@ def _finish(job: Job, p: plans.Plan, where: Path, running: list[Running]) -> Non
             artifacts.keep_results(job.manifest.root / job.results, where)
     finally:
         if not (job.keep and running):
-            runtime.stop_stack(p.state, running)
-            shutil.rmtree(p.state, ignore_errors=True)
-            with contextlib.suppress(OSError):
-                os.rmdir(os.path.dirname(p.state))  # STATE/test, when no other is left
+            down(p, running)
 
 
 class _Terminated(KeyboardInterrupt):
