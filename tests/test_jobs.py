@@ -261,7 +261,7 @@ def test_env_of_a_stack_that_is_not_up(tmp_path: Path) -> None:
     shutil.copytree(EXAMPLE, tmp_path, dirs_exist_ok=True)
     res = run_cli("env", cwd=tmp_path)
     assert res.code == 2
-    assert "stack 'notes' is not up" in res.err
+    assert "stack 'notes' is not up: `wsgistack up -d` first" in res.err
 
 
 # ---- the pytest plugin -----------------------------------------------------------------

@@ -288,6 +288,8 @@ def cmd_render(args: argparse.Namespace) -> int:
     out = Path(args.output).absolute()
     if args.target == "kubernetes":
         return _render_kubernetes(m, resolve(m, args.backend), args.image, out)
+    if args.target in jobs.CI_TARGETS:  # the test jobs: a GitHub workflow, Zuul's
+        return jobs.write_ci(m, args.target, out, _show)
     p = _built(plan.build(m, resolve(m, args.backend), state=out))
     files = runtime.render(p)
     if not args.no_check:
@@ -476,8 +478,7 @@ def cmd_env(args: argparse.Namespace) -> int:
     m = _load(args)
     state = _state(m)
     if state is None:
-        raise WsgistackError(f"stack '{m.stack.name}' is not up (no state in {m.state_path}); "
-                             "start it with `wsgistack up -d`")
+        raise WsgistackError(f"stack '{m.stack.name}' is not up: `wsgistack up -d` first")
     args.backend = state.backend  # as `up` was run
     p = _plan(args, _with_base_port(m, state.base_port))
     _show(jobs.formatted(jobs.stack_env(p), args.format))
@@ -671,14 +672,14 @@ def parser() -> argparse.ArgumentParser:
     p = add("test", cmd_test, "run the project's tests against its stack on each backend (a "
             "stack of its own); exit 1: a command failed, 2: a stack did not come up")
     jobs.arguments(p)
-    p = add("env", cmd_env, "print the running stack's environment, as test commands get "
-            "it: eval \"$(wsgistack env)\"")
+    p = add("env", cmd_env, "the running stack's environment: eval \"$(wsgistack env)\"")
     p.add_argument("--format", choices=["shell", "json"], default="shell")
     p = add("render", cmd_render, "write the files a server would use, start nothing", True)
     p.add_argument("-o", "--output", required=True, help="directory to write into")
-    p.add_argument("--target", choices=["local", "kubernetes"], default="local",
-                   help="kubernetes: Deployments, Services, Jobs, routes and a "
-                   "kustomization for `kubectl apply -k` (granian, gunicorn or uwsgi)")
+    p.add_argument("--target", choices=["local", "kubernetes", *jobs.CI_TARGETS],
+                   default="local", help="kubernetes: Deployments, Services, Jobs, routes "
+                   "and a kustomization for `kubectl apply -k` (granian, gunicorn or uwsgi); "
+                   "github-actions (-o FILE), zuul: CI jobs that run `wsgistack test`")
     p.add_argument("--image", help="with --target kubernetes: the image the pods run")
     p.add_argument("--no-check", action="store_true",
                    help="write without loading each app first, in a throwaway process")
