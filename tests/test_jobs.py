@@ -18,8 +18,8 @@ from xml.etree import ElementTree
 import pytest
 
 from tests.conftest import Stack, alive, free_port, run_cli
-from wsgistack import jobs, manifest
-from wsgistack.backends import BACKENDS
+from wsgistack import jobs, manifest, plan
+from wsgistack.backends import BACKENDS, get
 from wsgistack.errors import ManifestError, WsgistackError
 from wsgistack.jobs import artifacts
 from wsgistack.jobs.job import FAILED, PASSED, STACK_FAILED, TIMED_OUT, Outcome
@@ -110,6 +110,24 @@ def test_the_job_takes_options_over_the_table(tmp_path: Path) -> None:
     (tmp_path / "wsgistack.toml").write_text('[services.a]\napp = "x:app"\n')
     with pytest.raises(WsgistackError, match=r"no test command: give one after `--`"):
         jobs.make(manifest.load(tmp_path / "wsgistack.toml"), [], None, None, None)
+
+
+def test_a_stack_with_keystone_names_its_clouds_yaml(tmp_path: Path) -> None:
+    (tmp_path / "wsgistack.toml").write_text(
+        '[stack]\nname = "os"\n[services.keystone]\napp = "x:app"\nprefix = "/identity"\n'
+        'clouds = "clouds.yaml.in"\n[services.other]\napp = "y:app"\n')
+    m = manifest.load(tmp_path / "wsgistack.toml")
+    env = jobs.stack_env(plan.build(m, get("mod_wsgi")))
+    assert env["OS_CLIENT_CONFIG_FILE"] == str(tmp_path / ".wsgistack" / "clouds.yaml")
+    assert env["OS_CLOUD"] == "os-admin"
+    assert env["WSGISTACK_KEYSTONE_URL"] == "http://127.0.0.1:8780/identity"
+    assert env["WSGISTACK_OTHER_INTERNAL_URL"] == "http://127.0.0.1:8780/other"
+    (tmp_path / "wsgistack.toml").write_text(
+        '[services.a]\napp = "x:app"\nclouds = "c.in"\n[services.b]\napp = "y:app"\n'
+        'clouds = "c.in"\n')
+    with pytest.raises(ManifestError, match=r"services\.b\.clouds: the stack has one "
+                       r"clouds\.yaml, and service 'a' writes it already"):
+        manifest.load(tmp_path / "wsgistack.toml")
 
 
 def outcomes(tmp_path: Path) -> list[Outcome]:

@@ -195,6 +195,12 @@ class ServiceConfig:
         "PASSWD, SECRET, TOKEN, KEY or CREDENTIAL(S) in them: shown as `***` in everything "
         "wsgistack prints or logs (values under 4 characters are too short to mask)."
     )
+    clouds: str = setting(
+        "", "For the stack's Keystone: a clouds.yaml template (relative to the manifest) that "
+        "`up` writes to `STATE/clouds.yaml`, mode 0600 (the caller's alone), with this "
+        "service's `${variables}`, as devstack writes its own: clouds `${stack}` (a member "
+        "user and project) and `${stack}-admin`. Test commands and `wsgistack env` then get "
+        "`OS_CLIENT_CONFIG_FILE` and `OS_CLOUD=<stack>-admin`.")
     pass_env: tuple[str, ...] = setting(
         (), "Variables of the caller's environment passed to the service. Servers otherwise "
         "start from a clean environment: `PATH`, `LANG`, `LC_ALL`, `TZ` (when set), the app "
@@ -286,6 +292,7 @@ class Manifest:
 # The `${variables}` that env values, templates and setup commands may use, declared once.
 VARIABLES = {
     "name": "the service's name",
+    "stack": "the stack's name (`[stack] name`)",
     "state": "the absolute state directory",
     "data": "the service's data directory, `STATE/data/NAME`, owned by the user the app runs as",
     "manifest_dir": "the directory of the manifest",
@@ -500,6 +507,10 @@ def _check_unique(services: list[ServiceConfig], path: str) -> None:
                 f"{svc.port} is already the port of service '{seen_port[svc.port]}'",
             )
         seen_port[svc.port] = svc.name
+    clouds = [svc.name for svc in services if svc.clouds]
+    if len(clouds) > 1:
+        raise ManifestError(path, f"services.{clouds[1]}.clouds", "the stack has one "
+                            f"clouds.yaml, and service '{clouds[0]}' writes it already")
 
 
 def _read(path: Path, shown: str) -> dict[str, Any]:

@@ -4,7 +4,8 @@ logs:
     ARTIFACTS/BACKEND/logs/       every log of the stack: each service's log and access log
                                   (`NAME-access.log`), the servers' own logs, setup and
                                   after_up output; `stack-up.log` when it did not come up
-    ARTIFACTS/BACKEND/etc/        the rendered configs (conf/) and entries (entries/)
+    ARTIFACTS/BACKEND/etc/        the rendered configs (conf/), entries (entries/), the
+                                  services' templates as rendered and a clouds.yaml
     ARTIFACTS/BACKEND/status.json the stack as `wsgistack status --json` describes it
     ARTIFACTS/BACKEND/command-stdout.txt, command-stderr.txt
     ARTIFACTS/BACKEND/results/    the file the command wrote (`[test] results`), if any
@@ -30,6 +31,7 @@ from wsgistack.jobs.job import FAILED, PASSED, STACK_FAILED, TIMED_OUT, Outcome
 from wsgistack.lifecycle import health, processes
 from wsgistack.logview import ERROR_WORDS
 from wsgistack.plan import Plan
+from wsgistack.provision import CLOUDS
 
 STDOUT = "command-stdout.txt"
 STDERR = "command-stderr.txt"
@@ -61,6 +63,10 @@ def collect(plan: Plan, where: Path) -> None:
     copy_tree(state / "logs", where / "logs")
     copy_tree(state / "conf", where / "etc" / "conf")
     copy_tree(state / "entries", where / "etc" / "entries")
+    for target in (*(t for s in plan.services for t, _ in s.provision.templates),
+                   plan.path(CLOUDS)):  # the rendered templates, and a clouds.yaml
+        if Path(target).is_file() and Path(target).is_relative_to(state):
+            copy_masked(Path(target), where / "etc" / Path(target).relative_to(state))
     (where / "status.json").write_text(json.dumps(status(plan), indent=1) + "\n",
                                        encoding="utf-8")
 

@@ -14,6 +14,7 @@ from wsgistack.backends import get
 from wsgistack.lifecycle import processes
 from wsgistack.manifest import Manifest
 from wsgistack.plan import Plan
+from wsgistack.provision import CLOUDS
 
 STACK = "WSGISTACK_STACK"  # the stack's name (in the servers' own environment: the marker)
 STATE_DIR = "WSGISTACK_STATE_DIR"
@@ -34,6 +35,9 @@ def stack_env(plan: Plan) -> dict[str, str]:
         env[variable(svc.name, "URL")] = svc.public_url.removesuffix("/")
         internal = svc.health_url.removesuffix(svc.config.health_path)
         env[variable(svc.name, "INTERNAL_URL")] = internal.removesuffix("/")
+    if any(svc.config.clouds for svc in plan.services):  # a Keystone: its clouds.yaml
+        env["OS_CLIENT_CONFIG_FILE"] = plan.path(CLOUDS)
+        env["OS_CLOUD"] = f"{plan.name}-admin"
     return env
 
 
