@@ -21,6 +21,7 @@ from wsgistack.backends import BACKENDS
 from wsgistack.lifecycle.preflight import free_ports
 
 AB_BACKENDS = ("granian", "gunicorn", "uwsgi", "mod_wsgi")
+QUIET = 'access_log = "off"\nmetrics = "off"\n'
 MIB = 1024 * 1024
 
 
@@ -75,13 +76,56 @@ def ab_hello(args: argparse.Namespace, work: Path, backends: list[str]) -> list[
                 args.threads))
             hand = stack.enter_context(servers.by_hand(backend, argv, port,
                                                        work / f"hand-{backend}"))
-            runs = alternate({"wsgistack": rps(ours.urls["hello"] + "/", args),
-                              "by hand": rps(hand.url + "/", args)}, args.rounds)
-        a, b = statistics.median(runs["wsgistack"]), statistics.median(runs["by hand"])
-        rows.append([backend, f"{a:,.0f}", f"{b:,.0f}", f"{a / b:.3f}",
-                     " / ".join(f"{x:,.0f}" for x in runs["wsgistack"]) + " vs "
-                     + " / ".join(f"{x:,.0f}" for x in runs["by hand"])])
-        print(f"  A/B {backend}: {rows[-1]}", flush=True)
+            # The same stack without its access lines and metrics: what the entry's other
+            # layers cost, apart from those two features (on by default).
+            quiet = stack.enter_context(servers.wsgistack_stack(
+                work / f"ab-quiet-{backend}", backend, {"hello": servers.HELLO},
+                args.processes, args.threads, QUIET))
+            sides = {"wsgistack": rps(ours.urls["hello"] + "/", args),
+                     "by hand": rps(hand.url + "/", args),
+                     "quiet": rps(quiet.urls["hello"] + "/", args)}
+            if backend == "uwsgi":  # and one request per connection, for the record
+                other = free_ports()
+                plain = stack.enter_context(servers.by_hand(
+                    "uwsgi http-socket", servers.hand_command(
+                        "uwsgi http-socket", other, args.processes, args.threads,
+                        work / "hand-uwsgi-plain") or [], other, work / "hand-uwsgi-plain"))
+                sides["http-socket by hand"] = rps(plain.url + "/", args)
+            runs = alternate(sides, args.rounds)
+        for ours_side, side, label in (
+                ("wsgistack", "by hand", backend),
+                ("quiet", "by hand", f"{backend}, access log and metrics off"),
+                ("wsgistack", "http-socket by hand", "uwsgi (by hand: http-socket)")):
+            if side not in runs:
+                continue
+            a, b = statistics.median(runs[ours_side]), statistics.median(runs[side])
+            rows.append([label, f"{a:,.0f}", f"{b:,.0f}", f"{a / b:.3f}",
+                         " / ".join(f"{x:,.0f}" for x in runs[ours_side]) + " vs "
+                         + " / ".join(f"{x:,.0f}" for x in runs[side])])
+            print(f"  A/B {label}: {rows[-1]}", flush=True)
+    return rows
+
+
+EXAMPLE = {"catalog": "wsgistack.apps.catalog:application", "probe": servers.PROBE,
+           "hello": servers.HELLO}
+
+
+def reload_times(work: Path, backends: list[str], rounds: int) -> list[list[str]]:
+    """`wsgistack reload` of an idle stack like the example (catalog, probe, hello; 2
+    processes each), from command to done: every old worker gone, every service healthy."""
+    rows = []
+    for backend in backends:
+        with servers.wsgistack_stack(work / f"reload-{backend}", backend, EXAMPLE, 2, 1):
+            took = []
+            for _ in range(rounds):
+                started = time.perf_counter()
+                res = servers.wsgistack_cli("reload", cwd=work / f"reload-{backend}")
+                took.append(time.perf_counter() - started)
+                if res.returncode:
+                    raise RuntimeError(f"reload ({backend}) failed: {res.stderr.strip()}")
+        rows.append([backend, f"{statistics.median(took):.2f}",
+                     " / ".join(f"{t:.2f}" for t in took)])
+        print(f"  reload {backend}: {rows[-1]}", flush=True)
     return rows
 
 
@@ -201,6 +245,8 @@ def main(argv: list[str] | None = None) -> int:
         base = baselines(args, work)
         print("up and down", flush=True)
         ups = up_times(work, max(1, args.rounds - 1))
+        print("reload", flush=True)
+        reloads = reload_times(work, backends, args.rounds)
         real = []
         if args.openstack:
             print("examples/openstack", flush=True)
@@ -210,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
                f"{args.processes} process(es) x {args.threads} thread(s); "
                f"{args.rounds} rounds; run took {time.perf_counter() - started:.0f}s")
     text = report.markdown(context, ab, [w[0] for w in WORKLOADS], table, memory, base, ups,
-                           (bare, layered), real, fronts)
+                           (bare, layered), real, fronts, reloads)
     args.out.write_text(text)
     png = report.chart(args.out.with_suffix(".png"), ab, base)
     print(text)

@@ -13,7 +13,8 @@ def _table(head: list[str], rows: list[list[str]]) -> list[str]:
 def markdown(context: str, ab: list[list[str]], workload_names: list[str],
              table: list[list[str]], memory: list[list[str]], base: list[list[str]],
              ups: list[list[str]], layers: tuple[float, float],
-             real: list[list[str]], fronts: list[list[str]]) -> str:
+             real: list[list[str]], fronts: list[list[str]],
+             reloads: list[list[str]] | None = None) -> str:
     lines = ["# wsgistack benchmarks", "", f"Run: {context}.", "",
              "## wsgistack vs the same server by hand (hello world, req/s, medians)", ""]
     lines += _table(["backend", "wsgistack", "by hand", "ratio", "rounds"], ab)
@@ -22,9 +23,8 @@ def markdown(context: str, ab: list[list[str]], workload_names: list[str],
               f"limit, server quirks): +{layers[1] - layers[0]:.0f} ns a request.", ""]
     lines += ["## Workloads under each backend (deployed by wsgistack, req/s)", ""]
     lines += _table(["backend", *workload_names], table)
-    lines += ["`err`: socket errors as wrk counts them. wrk counts the end of a connection as "
-              "a read error, and uWSGI's http11-socket ends each response that has no length "
-              "(the streamed one) by closing the connection: one per request.", ""]
+    lines += ["`err`: socket errors as wrk counts them (wrk counts a connection the server "
+              "ends as a read error).", ""]
     if fronts:
         lines += ["## Front doors against uWSGI alone (same app and workers, req/s, medians)",
                   ""]
@@ -36,6 +36,10 @@ def markdown(context: str, ab: list[list[str]], workload_names: list[str],
     lines += _table(["server", "req/s", "embedded default / this"], base)
     lines += ["## `up` to all healthy, and `down` (granian, 1 process per service, seconds)", ""]
     lines += _table(["services", "up", "down", "up vs 1 service"], ups)
+    if reloads:
+        lines += ["## `reload` of an idle stack like the example (3 services x 2 processes, "
+                  "seconds, medians)", ""]
+        lines += _table(["backend", "reload", "rounds"], reloads)
     if real:
         lines += ["## examples/openstack under each backend (req/s)", ""]
         lines += _table(["backend", "Placement GET /", "Keystone token validation", "wrk"], real)

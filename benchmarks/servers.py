@@ -41,8 +41,9 @@ def wsgistack_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 
 def manifest(services: dict[str, str], port: int, processes: int, threads: int,
-             backend: str = "granian") -> str:
-    lines = [f'[stack]\nname = "bench"\nbackend = "{backend}"\nbase_port = {port}\n']
+             backend: str = "granian", stack_settings: str = "") -> str:
+    lines = [f'[stack]\nname = "bench"\nbackend = "{backend}"\nbase_port = {port}\n'
+             + stack_settings]
     for name, app in services.items():
         lines.append(
             f'[services.{name}]\napp = "{app}"\nprocesses = {processes}\nthreads = {threads}\n'
@@ -73,13 +74,13 @@ def running_stack(workdir: Path) -> tuple[dict[str, str], dict[str, int]]:
 
 @contextlib.contextmanager
 def wsgistack_stack(workdir: Path, backend: str, services: dict[str, str], processes: int,
-                    threads: int) -> Iterator[Stack]:
+                    threads: int, stack_settings: str = "") -> Iterator[Stack]:
     """The stack brought up by `wsgistack up --detach` under `backend`, and down after."""
     workdir.mkdir(parents=True, exist_ok=True)
     workdir.chmod(0o755)  # Apache's and nginx's worker user walks into it
     port = free_ports("127.0.0.1", len(services))
     (workdir / "wsgistack.toml").write_text(manifest(services, port, processes, threads,
-                                                     backend))
+                                                     backend, stack_settings))
     started = time.perf_counter()
     res = wsgistack_cli("up", "--detach", cwd=workdir)
     took = time.perf_counter() - started
@@ -137,7 +138,15 @@ def hand_command(backend: str, port: int, processes: int, threads: int,
         return [py, "-m", "gunicorn", "-k", "gthread", "-w", str(processes),
                 "--threads", str(threads), "-b", f"127.0.0.1:{port}", HELLO]
     if backend == "uwsgi":
-        # http-socket: one request per connection, as wsgistack's uWSGI serves (loader.py).
+        # As uWSGI's documentation has it serve clients itself: its HTTP router (`--http`,
+        # embedded: it makes the workers' socket), with keep-alive.
+        return ["uwsgi", "--plugin", "python3,http", "--http", f"127.0.0.1:{port}",
+                "--http-keepalive=60", "--http-auto-chunked",  # its value needs the `=`
+                "--master", "--processes", str(processes), "--threads", str(threads),
+                "--virtualenv", sys.prefix, "--module", HELLO, "--disable-logging",
+                "--die-on-term"]
+    if backend == "uwsgi http-socket":
+        # One request per connection: what `--http-socket` gives (for behind a proxy).
         return ["uwsgi", "--plugin", "python3", "--http-socket", f"127.0.0.1:{port}",
                 "--master", "--processes", str(processes), "--threads", str(threads),
                 "--virtualenv", sys.prefix, "--module", HELLO, "--disable-logging",

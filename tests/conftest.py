@@ -18,6 +18,7 @@ import pytest
 from wsgistack import cli
 from wsgistack.host import DEFAULT_USER
 from wsgistack.lifecycle import preflight, processes
+from wsgistack.runtime import EXPORTER
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -119,8 +120,15 @@ class Stack:
         return run_cli(*argv, cwd=self.root)
 
     def pids(self) -> list[int]:
+        """The servers' leaders (the stack's metrics exporter is not one of them)."""
+        return [pid for name, pid in self._procs() if name != EXPORTER]
+
+    def all_pids(self) -> list[int]:
+        return [pid for _name, pid in self._procs()]
+
+    def _procs(self) -> list[tuple[str, int]]:
         state = processes.load_state(str(self.root / ".wsgistack"))
-        return [r.pid for r in state.procs] if state else []
+        return [(r.name, r.pid) for r in state.procs] if state else []
 
 
 def alive(pid: int) -> bool:
@@ -131,16 +139,19 @@ def alive(pid: int) -> bool:
     return processes.proc_stat(pid)[:1] not in (["Z"], [])
 
 
-# Behind these front ends a reload swaps a new uWSGI in on each socket (runtime.py).
-SWAPPED = ("apache+uwsgi", "nginx+uwsgi")
+# Behind these front ends (uWSGI's own HTTP router for uwsgi) a reload swaps a new uWSGI in
+# on each socket (runtime.py).
+SWAPPED = ("apache+uwsgi", "nginx+uwsgi", "uwsgi")
 
 
 def assert_reloaded(backend: str, before: list[int], after: list[int]) -> None:
     """The leaders after a reload: the same processes, but for uWSGI behind a front end,
-    which is new (the old one gone); the front end (last) stays."""
+    which is new (the old one gone); the front ends (last: nginx or Apache, or each
+    service's uWSGI router) stay."""
     if backend in SWAPPED:
-        assert after[-1] == before[-1] and alive(after[-1])
-        assert not set(after[:-1]) & set(before[:-1]) and not any(map(alive, before[:-1]))
+        replaced = [old for old, new in zip(before, after, strict=True) if old != new]
+        assert replaced and after[-1] == before[-1]
+        assert not set(after) & set(replaced) and not any(map(alive, replaced))
         assert all(map(alive, after))
     else:
         assert after == before and all(map(alive, after))
@@ -150,7 +161,7 @@ def assert_reloaded(backend: str, before: list[int], after: list[int]) -> None:
 def stack(tmp_path: Path) -> Iterator[Stack]:
     st = Stack(tmp_path)
     yield st
-    pids = st.pids()
+    pids = st.all_pids()
     st.cli("down")
     for pid in pids:  # never leave a server behind, even when a test failed
         if alive(pid):

@@ -53,15 +53,15 @@ def test_two_manifests_in_one_directory_keep_to_their_own(stack: Stack, backend:
         up = stack.cli("-f", str(beta), "up", "--detach")
         assert up.code == 0, up.err
         a_state, b_state = stack.root / ".wsgistack-alpha", stack.root / ".wsgistack-beta"
-        a_pids, a_files = leaders(a_state), sorted(p for p in a_state.rglob("*") if p.is_file())
+        a_pids = leaders(a_state)
         assert a_pids and leaders(b_state) and not set(a_pids) & set(leaders(b_state))
 
-        listed = stack.cli("ls", "--json")
+        listed = stack.cli("ls", "--json")  # (its health checks are alpha's last requests)
         found = {d["stack"]: d for d in json.loads(listed.out)}
         assert found["alpha"]["manifest"] == str(alpha.resolve())
         assert found["beta"]["state_dir"] == str(b_state) and found["beta"]["health"] == "healthy"
 
-        _outside_every_prefix_is_the_same_404(a_state, alpha_port)
+        a_files = sorted(p for p in a_state.rglob("*") if p.is_file())
         status = stack.cli("-f", str(beta), "status", "--json")
         assert [s["name"] for s in json.loads(status.out)["services"]] == ["beta"]
         assert stack.cli("-f", str(beta), "reload").code == 0
@@ -70,6 +70,7 @@ def test_two_manifests_in_one_directory_keep_to_their_own(stack: Stack, backend:
         assert all(map(alive, a_pids)) and leaders(a_state) == a_pids
         assert sorted(p for p in a_state.rglob("*") if p.is_file()) == a_files
         assert stack.cli("-f", str(alpha), "status").code == 0
+        _outside_every_prefix_is_the_same_404(a_state, alpha_port)
     finally:
         stack.cli("-f", str(beta), "down")
         stack.cli("-f", str(alpha), "down")
@@ -88,6 +89,11 @@ def _outside_every_prefix_is_the_same_404(state: Path, port: int) -> None:
             404, "text/plain", b"not found")
     for path, before in logs.items():
         new = path.read_text(errors="replace")[len(before):]
+        if path.name.endswith("-access.log"):
+            # Where the entry itself answers (one server, no front door) the request is seen,
+            # and its line says what it got.
+            assert all(" 404 " in line for line in new.splitlines() if "elsewhere" in line), new
+            continue
         assert "elsewhere" not in new and "AH01630" not in new, (path, new)
 
 

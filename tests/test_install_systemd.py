@@ -138,6 +138,7 @@ def test_installed_units_start_reload_and_stop_under_systemd(booted, backend):
         for unit in units:
             shown = _show(sd, unit, "ActiveState", "Type", "User")
             assert shown == {"ActiveState": "active", "Type": kind, "User": "wsgistack"}
+        _the_exporter_counts(sd, port + 90, hello)
 
         # systemctl reload: the same master, new workers, nobody turned away.
         unit = units[2]
@@ -187,6 +188,33 @@ def test_installed_units_start_reload_and_stop_under_systemd(booted, backend):
     for path in ("etc/wsgistack", "var/lib/wsgistack", "var/log/wsgistack",
                  "etc/systemd/system/wsgistack-sd.target"):
         assert not (sd.root / path).exists(), path
+
+
+def _the_exporter_counts(sd: systemd_root.Booted, metrics_port: int, hello: int) -> None:
+    """The installed stack's metrics endpoint, as `up` has it: a unit of its own, a user of
+    its own, the services' requests counted (each worker writes them once a second)."""
+    unit = "wsgistack-sd-metrics.service"
+    shown = _show(sd, unit, "ActiveState", "DynamicUser")
+    assert shown == {"ActiveState": "active", "DynamicUser": "yes"}, shown
+    for _ in range(3):
+        assert _get(hello, "/hello/") == 200
+    want = 'wsgistack_http_requests_total{code="200",method="GET",service="hello"}'
+    deadline, text = time.monotonic() + 30, ""
+    while time.monotonic() < deadline:
+        conn = http.client.HTTPConnection("127.0.0.1", metrics_port, timeout=10)
+        try:
+            conn.request("GET", "/metrics")
+            text = conn.getresponse().read().decode()
+        except OSError:
+            text = ""
+        finally:
+            conn.close()
+        counted = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                   if line.startswith(want)]
+        if counted and counted[0] >= 3:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"hello's requests never counted: {text[-2000:]}")
 
 
 def _https(port: int, path: str, ca: Path, method: str = "GET", body: str = "",

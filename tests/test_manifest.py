@@ -62,6 +62,8 @@ def test_default_prefix_is_the_service_name(tmp_path):
     ('[stack]\nname = "x"\n', r"services: no services: add a \[services.NAME\] table"),
     ('[servces.a]\napp = "m:a"\n', r"servces: unknown table; did you mean 'services'\?"),
     ('[services.A]\napp = "m:a"\n', r"services.A: service names must match"),
+    ('[services.metrics]\napp = "m:a"\n', r"services.metrics: 'metrics' is the name of the "
+     r"metrics exporter's process; name the service otherwise"),
     ('[services.a\n', r"wsgistack.toml: -: not valid TOML"),
 ])
 def test_manifest_errors_name_file_and_key(tmp_path, text, message):

@@ -246,9 +246,27 @@ def test_a_real_prometheus_counts_what_was_sent(shared: Stack, tmp_path: Path,
             time.sleep(0.5)
         held.join(timeout=30)
         assert got == want and in_flight >= 1, (got, in_flight)
+        _servers_tell_their_workers(prom_port, backend)
         status = shared.cli("status", "--json")
         assert json.loads(status.out)["metrics"] == f"http://127.0.0.1:{metrics_port}/metrics"
     finally:
         server.terminate()
         server.wait(timeout=30)
         shared.cli("down")
+
+
+def _servers_tell_their_workers(prom_port: int, backend: str) -> None:
+    """The probe's one worker process: busy or idle from uWSGI's stats (busy while the held
+    request was), running from the others; nginx's own counts from its stub_status."""
+    states = {r["metric"]["state"]: float(r["value"][1]) for r in _query(
+        prom_port, 'sum by (state) (wsgistack_server_workers{service="probe"})')}
+    if "uwsgi" in backend:
+        assert set(states) <= {"busy", "idle"} and sum(states.values()) == 1, states
+        busy = _query(prom_port, 'max_over_time(wsgistack_server_workers'
+                                 '{service="probe",state="busy"}[1m])')
+        assert busy and float(busy[0]["value"][1]) == 1, busy
+    else:
+        assert states == {"running": 1.0}, states
+    nginx = _query(prom_port, "wsgistack_nginx_requests_total")
+    assert bool(nginx and float(nginx[0]["value"][1]) >= 9) == (backend == "nginx+uwsgi"), nginx
+

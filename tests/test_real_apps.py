@@ -258,5 +258,5 @@ def test_another_python_the_server_cannot_run_is_one_line(tmp_path, backend, use
     stack.write(f'[stack]\nbase_port = {free_port()}\nuser = "{user}"\n[services.api]\n'
                 f'app = "whoami:application"\nvenv = "{venv}"\n')
     res = stack.cli("up", "--detach", "--backend", backend)
-    assert res.code == 2 and stack.pids() == []
+    assert res.code == 2 and stack.all_pids() == []
     assert res.err.splitlines()[-1] == message.format(venv=venv)

@@ -80,6 +80,8 @@ def test_example_stack_under_every_backend(shared_stack, backend):
     assert res.out.count("healthy") == 3
     catalog = get(f"http://127.0.0.1:{port}/")
     urls = {s["name"]: s["url"] for s in catalog["services"]}
+    assert catalog["links"][1] == {"rel": "metrics",
+                                   "href": f"http://127.0.0.1:{port + 90}/metrics"}
     front = BACKENDS[backend].FRONT_END
     probe_port = port if front else port + 1
     assert urls["probe"] == f"http://127.0.0.1:{probe_port}/probe/"
@@ -141,7 +143,7 @@ def test_check_shows_all_backends_agreeing(shared_stack):
                            "--format", "json")
     assert res.code == 0, res.out + res.err
     doc = json.loads(res.out)
-    assert doc["backends"] == BACKENDS and doc["diverging"] == [] and not doc["skipped"]
+    assert doc["backends"] == list(BACKENDS) and doc["diverging"] == [] and not doc["skipped"]
     rows = {r["check"]: r for r in doc["rows"]}
     for row, want in (("5 MiB upload, chunked", "5242880 read, sha ok"),
                       ("8 MiB streamed response", "HTTP 200, 8388608")):
@@ -246,7 +248,7 @@ python_path = ["{shared_stack.root / 'fixtures'}"]
         "'broken:application': ModuleNotFoundError: No module named 'no_such_dependency_xyz' "
         f"at {shared_stack.root}/fixtures/broken.py:1; install no_such_dependency_xyz where the "
         "app runs (services.bad.requirements) or fix the import; nothing was started"), last
-    assert shared_stack.pids() == []
+    assert shared_stack.all_pids() == []
 
 
 def test_missing_server_binary(stack, monkeypatch):
@@ -257,7 +259,7 @@ def test_missing_server_binary(stack, monkeypatch):
     assert res.code == 2
     assert res.err.splitlines()[-1] == (
         "wsgistack: error: backend uwsgi needs uwsgi: uwsgi is missing; apt-get install uwsgi")
-    assert stack.pids() == []
+    assert stack.all_pids() == []
 
 
 def test_missing_apache_module(stack, monkeypatch, tmp_path):
@@ -293,7 +295,7 @@ def test_unreadable_venv_is_explained(stack, backend):
         f"wsgistack: {private / 'venv'} is unreadable; let wsgistack read it and search every "
         "directory above it (chmod o+x), move it out of a private directory such as /root, "
         "or set services.p.user")
-    assert stack.pids() == []
+    assert stack.all_pids() == []
 
 
 @pytest.mark.parametrize("backend", sorted(BACKENDS))
@@ -312,8 +314,8 @@ def test_reload_applies_a_changed_manifest_in_place(shared_stack, backend):
                                         'env = { SAMPLE_SETTING = "two" }\n'))
     res = shared_stack.cli("reload")
     assert res.code == 0, res.err
-    assert res.err.splitlines()[-1].startswith(
-        f"reloaded {len(leaders)} process(es) of stack 'live' in ")
+    assert res.err.splitlines()[-1].startswith(  # the metrics exporter is one of the stack's
+        f"reloaded {len(leaders) + 1} process(es) of stack 'live' in ")
     assert get(api)["env"] == "two"  # every worker from before is gone
     assert_reloaded(backend, leaders, shared_stack.pids())
 

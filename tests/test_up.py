@@ -52,7 +52,8 @@ def test_up_status_down_with_prefix_links(stack):
     assert lines[1].split()[:3] == ["api", f"http://127.0.0.1:{api}/api/v2/", "granian"]
     assert lines[1].split()[4] == "healthy"
     pids = stack.pids()
-    assert len(pids) == 2 and all(alive(p) for p in pids)
+    assert len(pids) == 2 and len(stack.all_pids()) == 3  # and the metrics exporter
+    assert all(alive(p) for p in stack.all_pids())
 
     _status, doc = get(f"http://127.0.0.1:{api}/api/v2/things")
     assert (doc["script_name"], doc["path_info"]) == ("/api/v2", "/things")
@@ -66,10 +67,10 @@ def test_up_status_down_with_prefix_links(stack):
 
     st = stack.cli("status")
     assert st.code == 0 and st.out.count("healthy") == 2
-    every = {p for pid in pids for p in (pid, *processes.descendants(pid))}
+    every = {p for pid in stack.all_pids() for p in (pid, *processes.descendants(pid))}
     down = stack.cli("down")
     assert down.code == 0 and f"stopped {len(every)} process(es)" in down.err  # workers too
-    assert not any(alive(p) for p in pids)
+    assert not any(alive(p) for p in every)
     assert stack.cli("status").code == 3
 
 
@@ -103,7 +104,7 @@ def test_busy_port_is_refused_before_anything_starts(stack):
         f"wsgistack: error: {stack.root / 'wsgistack.toml'}: port {probe} on 127.0.0.1 "
         f"(services.probe.port) is in use by pid {os.getpid()} (")
     assert res.err.rstrip().endswith("; stop that program or choose another port there")
-    assert stack.pids() == []
+    assert stack.all_pids() == []
 
 
 def test_health_check_that_never_passes(stack):
@@ -116,7 +117,7 @@ def test_health_check_that_never_passes(stack):
         f"wsgistack: error: service 'api' did not become healthy in 2s (last: HTTP 200 from "
         f"http://127.0.0.1:{api}/api/v2/, expected 204); log: ")
     assert res.err.endswith("see `wsgistack logs api`\n")
-    assert stack.pids() == []
+    assert stack.all_pids() == []
 
 
 def test_crashed_service_is_reported_not_respawned(stack):

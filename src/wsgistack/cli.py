@@ -97,10 +97,6 @@ def cmd_up(args: argparse.Namespace) -> int:
         _say(f"no {manifest.MANIFEST_NAME} here: starting the built-in example stack; "
              "`wsgistack init` writes a manifest for your app (README, Quick start)")
     p = _plan(args, m)
-    for svc in p.services:
-        if not svc.provision.venv_base and not svc.config.venv:
-            _say(f"service '{svc.name}' runs on {svc.python} (no requirements or venv of its "
-                 f"own: set services.{svc.name}.requirements to give it one)")
     t0 = time.monotonic()
     _say(f"starting stack '{p.name}' ({len(p.services)} services, backend {p.backend}) "
          f"from {p.source}")
@@ -126,10 +122,6 @@ def cmd_reload(args: argparse.Namespace) -> int:
             args.base_port = state.base_port
             m = _with_base_port(m, args.base_port)
     p = _plan(args, m)
-    for svc in p.services:
-        if not svc.provision.venv_base and not svc.config.venv:
-            _say(f"service '{svc.name}' runs on {svc.python} (no requirements or venv of its "
-                 f"own: set services.{svc.name}.requirements to give it one)")
     t0 = time.monotonic()
     running = runtime.reload(p, lambda msg: _say(f"  {msg}"))
     _say(f"reloaded {len(running)} process(es) of stack '{p.name}' in "

@@ -138,6 +138,7 @@ def get_application(args=None):
             limited = observe(limited, NAME, ACCESS_LOG, ACCESS_FORMAT, LOG_HEALTH,
                               lambda address: _trusted(address, networks),
                               sys.stderr if ERRORS_LOG else None, METRICS_DIR)
+            close_connections_on_signal()
             _app = strict_framing(server_quirks(limited, TRUSTED_PROXIES, CHECK_HEADERS,
                                                 HTTP_PROXIED, MAX_BODY), CHECK_FRAMING)
     return _app

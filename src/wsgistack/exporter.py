@@ -10,8 +10,10 @@ last minute per service, for `wsgistack status`).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
+import socket
 import threading
 import time
 from collections import deque
@@ -21,7 +23,7 @@ from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from wsgistack.lifecycle import processes
@@ -67,12 +69,91 @@ class _Stack:
         yield from (rss, cpu, count)
 
 
-def registry(state: str) -> CollectorRegistry:
+def _ask_unix(path: str, request: bytes = b"") -> bytes:
+    """What a UNIX socket answers (uWSGI's stats say it all and close; nginx is asked)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(2.0)
+        sock.connect(path)
+        if request:
+            sock.sendall(request)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class _Servers:
+    """What each server knows of its workers: busy and idle from uWSGI's stats socket,
+    else the live worker processes of the service's own server (granian, gunicorn; the
+    mod_wsgi daemons of its process group); nginx's connections from its stub_status."""
+
+    def __init__(self, state: str, metrics: str) -> None:
+        self.state, self.metrics = state, metrics
+
+    def collect(self) -> Iterator[Metric]:
+        workers = GaugeMetricFamily("wsgistack_server_workers",
+                                    "Worker processes of each service by state: busy or idle "
+                                    "where the server tells (uWSGI), else running.",
+                                    labels=["service", "state"])
+        stack = processes.load_state(self.state)
+        for svc in stack.services if stack is not None else ():
+            assert stack is not None
+            for state, count in sorted(self._workers(stack, svc.name).items()):
+                workers.add_metric([svc.name, state], count)
+        yield workers
+        yield from self._nginx()
+
+    def _workers(self, stack: processes.StackState, service: str) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for sock in sorted(Path(self.metrics, service).glob("uwsgi-stats*.sock")):
+            try:
+                doc = json.loads(_ask_unix(str(sock)))
+            except (OSError, ValueError):
+                continue  # a twin gone after a swap, or one not listening yet
+            for worker in doc.get("workers", ()):
+                status = "busy" if worker.get("status") == "busy" else "idle"
+                counts[status] = counts.get(status, 0) + 1
+        if counts:
+            return counts
+        title = f"(wsgi:{service})"
+        found = [pid for r in stack.procs if r.alive() for pid in processes.descendants(r.pid)
+                 if r.name == service or processes.cmdline(pid).startswith(title)]
+        return {"running": len(found)}
+
+    def _nginx(self) -> Iterator[Metric]:
+        path = os.path.join(self.state, "run", "nginx-status.sock")
+        if not os.path.exists(path):
+            return
+        try:
+            answer = _ask_unix(path, b"GET /stub_status HTTP/1.0\r\nHost: status\r\n\r\n")
+        except OSError:
+            return
+        words = answer.split(b"\r\n\r\n", 1)[-1].split()
+        # "Active connections: N  server accepts handled requests A H R  Reading: r
+        # Writing: w Waiting: i"
+        numbers = [int(w) for w in words if w.isdigit()]
+        if len(numbers) != 7:
+            return
+        conns = GaugeMetricFamily("wsgistack_nginx_connections",
+                                  "nginx's client connections by state (stub_status).",
+                                  labels=["state"])
+        for state, value in zip(("reading", "writing", "waiting"), numbers[4:], strict=True):
+            conns.add_metric([state], value)
+        yield conns
+        requests = CounterMetricFamily("wsgistack_nginx_requests",
+                                       "Client requests nginx has taken (stub_status).")
+        requests.add_metric([], numbers[3])
+        yield requests
+
+
+def registry(state: str, metrics: str = "") -> CollectorRegistry:
+    """`metrics`: the services' metrics dirs' parent (default: STATE/metrics)."""
     reg = CollectorRegistry()
-    root = Path(state, "metrics")
+    root = Path(metrics or os.path.join(state, "metrics"))
     for directory in sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else ():
         MultiProcessCollector(reg, path=str(directory))  # type: ignore[no-untyped-call]
     reg.register(_Stack(state))
+    reg.register(_Servers(state, str(root)))
     return reg
 
 
@@ -93,13 +174,13 @@ def _totals(reg: CollectorRegistry) -> dict[str, tuple[float, float]]:
 class Rates:
     """Totals sampled every few seconds; the rate over the last minute from them."""
 
-    def __init__(self, state: str) -> None:
-        self.state = state
+    def __init__(self, collect: Callable[[], CollectorRegistry]) -> None:
+        self.collect = collect
         self.samples: deque[tuple[float, dict[str, tuple[float, float]]]] = deque()
 
     def sample(self) -> None:
         now = time.monotonic()
-        self.samples.append((now, _totals(registry(self.state))))
+        self.samples.append((now, _totals(self.collect())))
         while self.samples and now - self.samples[0][0] > WINDOW + SAMPLE:
             self.samples.popleft()
 
@@ -114,11 +195,11 @@ class Rates:
                 for name, (total, errors) in last.items()}
 
 
-def app(state: str, rates: Rates) -> Callable[..., Iterable[bytes]]:
+def app(collect: Callable[[], CollectorRegistry], rates: Rates) -> Callable[..., Iterable[bytes]]:
     def serve(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
         if path == "/metrics":
-            body, kind = generate_latest(registry(state)), "text/plain; version=0.0.4"
+            body, kind = generate_latest(collect()), "text/plain; version=0.0.4"
         elif path == "/rates":
             body, kind = json.dumps(rates.rates()).encode(), "application/json"
         else:
@@ -139,9 +220,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="wsgistack.exporter")
     parser.add_argument("--listen", required=True, help="HOST:PORT")
     parser.add_argument("--state", required=True, help="the stack's state dir")
+    parser.add_argument("--metrics", default="", help="the services' metrics dirs are in "
+                        "here (default: STATE/metrics)")
     opts = parser.parse_args(argv)
     host, _, port = opts.listen.rpartition(":")
-    rates = Rates(opts.state)
+    collect = functools.partial(registry, opts.state, opts.metrics)
+    rates = Rates(collect)
 
     def sampler() -> None:
         while True:
@@ -149,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(SAMPLE)
 
     threading.Thread(target=sampler, daemon=True).start()
-    server: WSGIServer = make_server(host.strip("[]"), int(port), app(opts.state, rates),
+    server: WSGIServer = make_server(host.strip("[]"), int(port), app(collect, rates),
                                      handler_class=_Quiet)
     print(f"wsgistack exporter on http://{opts.listen}/metrics", flush=True)
     server.serve_forever()

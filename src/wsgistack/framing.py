@@ -206,7 +206,7 @@ def refusal(environ: dict[str, Any], start_response: Callable[..., Any],
     if not environ.get("SERVER_SOFTWARE", "").startswith("WSGIServer/"):
         headers.append(("Connection", "close"))
     start_response(error.status, headers)
-    if "uwsgi.version" in environ:  # its http11-socket keeps the connection whatever we say
+    if "uwsgi.version" in environ:  # uWSGI reads on whatever we say: the connection is shut
         return _AfterClose([body], _shutdown_uwsgi_connection)
     return [body]
 

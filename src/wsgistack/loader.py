@@ -22,7 +22,7 @@ import itertools
 import os
 import runpy
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 WSGIApp = Callable[..., Any]
@@ -776,9 +776,12 @@ MAX_FIELD = 65536
 
 
 def _too_many_or_too_large(environ: dict[str, Any]) -> bool:
-    fields = [v for k, v in environ.items() if k[:5] == "HTTP_"]
-    return len(fields) > MAX_FIELDS or any(len(v) > MAX_FIELD for v in fields
-                                           if isinstance(v, str))
+    # Counted only when the environ could hold that many; a value over the limit is looked
+    # for among the long ones alone: a plain request costs one pass, no list.
+    if len(environ) > MAX_FIELDS and sum(k[:5] == "HTTP_" for k in environ) > MAX_FIELDS:
+        return True
+    return any(type(v) is str and len(v) > MAX_FIELD and k[:5] == "HTTP_"
+               for k, v in environ.items())
 
 
 def _last_hop(environ: dict[str, Any], key: str) -> str:
@@ -822,10 +825,9 @@ def server_quirks(app: WSGIApp, trusted_proxies: Sequence[str] = (),
     - SCRIPT_NAME is always present, and HTTP_CONTENT_TYPE/HTTP_CONTENT_LENGTH never are
       (uWSGI behind nginx gets both wrong; PEP 3333 says otherwise); a body with a
       CONTENT_LENGTH has no HTTP_TRANSFER_ENCODING.
-    - With WSGISTACK_CLOSE_AFTER set (uWSGI's http11-socket), every response says
-      `Connection: close` and the connection is shut down after its body.
+    - While granian hands this worker's connections over (close_connections_on_signal),
+      every response says `Connection: close`.
     """
-    close_after = bool(os.environ.get("WSGISTACK_CLOSE_AFTER"))
     networks = _networks(trusted_proxies)
     trust: dict[str, bool] = {}  # by REMOTE_ADDR: asked once per address, not per request
 
@@ -866,45 +868,40 @@ def server_quirks(app: WSGIApp, trusted_proxies: Sequence[str] = (),
 
             environ["wsgi.input"] = _ChunkedInput(_uwsgi_chunks(uwsgi.chunked_read))
             environ["wsgi.input_terminated"] = True
-        if close_after:  # uWSGI's own http11-socket
-            length = environ.get("CONTENT_LENGTH") or "0"
-            refused = bool(max_body) and length.isdigit() and int(length) > max_body
-            if environ.get("HTTP_EXPECT", "").lower() == "100-continue" and not refused:
-                _continue_now()  # a body over the limit is answered 413 unsent
-            return _close_after(app, environ, start_response)
+        if _handing_over:  # granian's reload: the client reconnects, to a new worker
+            return app(environ, _closing(start_response))
         return app(environ, start_response)
 
     return uniform
 
 
-def _close_after(app: WSGIApp, environ: dict[str, Any], start_response: Callable[..., Any]
-                 ) -> Any:
-    """Run `app` under uWSGI's http11-socket, ending the connection after the response.
-    There, a worker keeps a connection alive by waiting on it for the next request, up to
-    socket-timeout, deaf to every other client: two idle keep-alive clients (a service's
-    pooled connections to Keystone) stall a two-worker service for a minute. And a response
-    without a length must end with the connection, which uWSGI keeps whatever the headers
-    say (its proto_http11_close "does not honour Connection: close"): the socket is shut
-    down after the body, which ends both the client's read and uWSGI's wait."""
+_handing_over = False  # set by the grace signal: this worker is about to stop
 
+
+def close_connections_on_signal() -> None:
+    """Under wsgistack's granian (backends/granian_run.py), which sends WSGISTACK_GRACE_SIGNAL
+    to an old worker once its replacement is serving: from then on every answer says
+    `Connection: close`, so that a keep-alive client moves to the new worker between two
+    requests rather than meet its connection closed under a request in flight."""
+    import signal
+    import threading
+
+    signum = os.environ.get("WSGISTACK_GRACE_SIGNAL", "")
+    if not signum.isdigit() or threading.current_thread() is not threading.main_thread():
+        return
+
+    def hand_over(_signum: int, _frame: Any) -> None:
+        global _handing_over
+        _handing_over = True
+
+    signal.signal(int(signum), hand_over)
+
+
+def _closing(start_response: Callable[..., Any]) -> Callable[..., Any]:
     def start(status: str, headers: list[tuple[str, str]], *exc: Any) -> Any:
-        if not any(k.lower() == "connection" and v.lower() == "close" for k, v in headers):
-            headers = [*headers, ("Connection", "close")]
-        return start_response(status, headers, *exc)
+        return start_response(status, [*headers, ("Connection", "close")], *exc)
 
-    result = app(environ, start)
-
-    def body() -> Iterator[bytes]:
-        empty = True
-        for piece in result:
-            empty = False
-            yield piece
-        if empty:
-            # uWSGI sends the headers with the first piece of body, else only after close():
-            # with the connection shut by then, a 204 would never reach the client.
-            yield b""
-
-    return _AfterClose(result, _shutdown_uwsgi_connection, body())
+    return start
 
 
 def _uwsgi_chunks(read: Callable[[], bytes]) -> Callable[[], bytes]:
@@ -917,18 +914,6 @@ def _uwsgi_chunks(read: Callable[[], bytes]) -> Callable[[], bytes]:
             raise RequestRefused(f"chunked body: uWSGI {exc}") from None
 
     return next_piece
-
-
-def _continue_now() -> None:
-    """Answer `Expect: 100-continue` at once, as every other server and front end here does
-    (as it reads the request): uWSGI's HTTP sockets never do, and the client waits (curl: a
-    second) before it sends the body. Waiting for the app's first read instead would make
-    the client wait as long as the app works before reading (Glance checks the token with
-    Keystone first). An early answer still works: the entry reads what is left unread."""
-    import uwsgi  # only importable under uWSGI
-
-    with contextlib.suppress(OSError):
-        os.write(uwsgi.connection_fd(), b"HTTP/1.1 100 Continue\r\n\r\n")
 
 
 def _shutdown_uwsgi_connection() -> None:

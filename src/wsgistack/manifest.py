@@ -24,6 +24,9 @@ from wsgistack.errors import ManifestError, did_you_mean
 MANIFEST_NAME = "wsgistack.toml"
 EMBEDDED = "<embedded default>"
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
+# The stack's own processes, whose names share the services' (logs, status, units).
+RESERVED = {"apache": "the Apache front end", "nginx": "the nginx front end",
+            "metrics": "the metrics exporter"}
 
 
 def setting(default: Any, doc: str, **rules: Any) -> Any:
@@ -444,6 +447,9 @@ def parse(data: Mapping[str, Any], path: str, root: Path) -> Manifest:
             raise ManifestError(
                 path, f"services.{name}", f"service names must match {_NAME_RE.pattern}"
             )
+        if name in RESERVED:
+            raise ManifestError(path, f"services.{name}", f"'{name}' is the name of "
+                                f"{RESERVED[name]}'s process; name the service otherwise")
         if not isinstance(table, dict):
             raise ManifestError(path, f"services.{name}", "expected a table")
         svc: ServiceConfig = _build(ServiceConfig, table, path, f"services.{name}", {"name": name})

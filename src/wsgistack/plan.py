@@ -256,6 +256,14 @@ def venv_python(manifest: Manifest) -> str:
 
 
 METRICS_OFFSET = 90  # the metrics endpoint's default port, from base_port
+
+
+def counts_requests(plan: Plan) -> bool:
+    """Whether the entries write request metrics: where an exporter of ours reads them (a
+    local stack; installed, beside the units, but for mod_wsgi, whose daemons are Apache's
+    and have no runtime dir of their own)."""
+    return bool(plan.metrics) and (plan.target == "local" or (
+        plan.target == "host" and plan.backend != "mod_wsgi"))
 METRICS_PACKAGE = "prometheus_client"
 
 
@@ -403,10 +411,11 @@ def _static(manifest: Manifest, svc: ServiceConfig, variables: Variables
         yield path.rstrip("/"), str((manifest.root / where).absolute())
 
 
-def catalog(stack: str, backend: str, services: list[ServicePlan]) -> str:
+def catalog(stack: str, backend: str, services: list[ServicePlan], metrics: str = "") -> str:
     """What the catalog app lists, passed to every service in its environment."""
     return json.dumps({
         "stack": stack,
+        **({"metrics": f"http://{metrics}/metrics"} if metrics else {}),
         "services": [
             {"name": s.name, "prefix": s.prefix, "server": backend, "url": s.public_url,
              "health_url": s.health_url, "health_status": s.config.health_status,
@@ -598,7 +607,8 @@ def build(manifest: Manifest, backend: BackendTraits, state: Path | None = None,
         addresses = {**_addresses(whole, full_ports, full), **addresses}
     services = [_service(manifest, svc, port, where, warnings, addresses)
                 for svc, port in zip(manifest.services, ports, strict=True)]
-    listed = catalog(stack.name, backend.ID, services)
+    listed = catalog(stack.name, backend.ID, services,
+                     metrics_address(manifest) if target.name != "kubernetes" else "")
     services = [dataclasses.replace(s, env={**s.env, CATALOG_ENV: listed}) for s in services]
     return Plan(
         name=stack.name, source=manifest.path, manifest_id=manifest.identity,

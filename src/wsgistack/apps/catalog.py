@@ -4,6 +4,7 @@ The stack is handed over in the environment variable WSGISTACK_CATALOG (JSON wri
 `wsgistack up`), so the app works under any server.
 
     GET {prefix}/             -> {"stack": ..., "services": [{"name", "url", ...}], "links": [...]}
+                                 (links: self, and the stack's metrics endpoint when it has one)
     GET {prefix}/healthcheck  -> 200 when every other service's health check passes, else 503
 """
 
@@ -71,4 +72,6 @@ def application(environ: dict[str, Any], start_response: Callable[..., Any]) -> 
         ],
         "links": [{"rel": "self", "href": application_uri(environ)}],
     }
+    if stack.get("metrics"):  # the stack's Prometheus endpoint
+        doc["links"].append({"rel": "metrics", "href": stack["metrics"]})
     return _json(start_response, "200 OK", doc)

@@ -9,7 +9,7 @@ import socket
 from typing import cast
 
 from wsgistack.backends import apache_uwsgi, granian, gunicorn, mod_wsgi, nginx_uwsgi, uwsgi
-from wsgistack.backends.base import Backend
+from wsgistack.backends.base import Backend, server_name
 from wsgistack.errors import ManifestError, did_you_mean
 from wsgistack.manifest import Manifest
 from wsgistack.plan import Plan
@@ -71,10 +71,10 @@ def servers(plan: Plan) -> dict[str, str]:
     for svc in plan.services:
         proc = next((p for p in procs if p.name == svc.name), None) or next(
             p for p in procs if svc.name in p.serves)
-        argv = proc.argv
         # `python -m granian`: the module names the server, the interpreter runs it.
-        found[svc.name] = argv[2] if argv[1:2] == ("-m",) else os.path.realpath(
-            shutil.which(argv[0]) or argv[0])
+        name = server_name(proc.argv)
+        found[svc.name] = name if name != proc.argv[0] else os.path.realpath(
+            shutil.which(name) or name)
         if plan.backend == mod_wsgi.ID:  # Apache hosts the module, the module embeds Python
             found[svc.name] += f" + {mod_wsgi.module_path(plan)}"
     return found

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from wsgistack import entry
-from wsgistack.plan import Plan, ServicePlan
+from wsgistack.plan import Plan, ServicePlan, counts_requests
 
 
 @dataclass(frozen=True)
@@ -142,9 +142,7 @@ def entry_files(plan: Plan, *, mount: bool, limits: str = "entry", own_timeout: 
             access_log=access_log(plan, svc),
             access_format=plan.access_log, log_health=plan.log_health,
             errors_log=plan.path("logs", f"{svc.name}.log") if own_errors else "",
-            # Only where wsgistack runs the exporter that reads them.
-            metrics_dir=plan.path("metrics", svc.name) if plan.metrics and
-            plan.target == "local" else "",
+            metrics_dir=plan.path("metrics", svc.name) if counts_requests(plan) else "",
         )
         files[entry_file(svc)] = entry.render(spec)
     return files
@@ -156,6 +154,24 @@ def entry_file(svc: ServicePlan) -> str:
     return f"entries/{svc.name}/{svc.module}.py"
 
 
+GRANIAN_LAUNCHER = "wsgistack_granian.py"
+
+
+def granian_launcher(svc: ServicePlan) -> str:
+    """granian's command line with wsgistack's reload (granian_run.py), beside the entry."""
+    return f"entries/{svc.name}/{GRANIAN_LAUNCHER}"
+
+
+def server_name(argv: tuple[str, ...]) -> str:
+    """The server a command runs: `python -m granian` or granian's launcher (the interpreter
+    runs it), else the binary."""
+    if argv[1:2] == ("-m",):
+        return argv[2]
+    if len(argv) > 1 and os.path.basename(argv[1]) == GRANIAN_LAUNCHER:
+        return "granian"
+    return argv[0]
+
+
 def uwsgi_ini(svc: ServicePlan, twin: bool = False) -> str:
     return f"conf/uwsgi-{svc.name}{'.next' if twin else ''}.ini"
 
@@ -163,7 +179,8 @@ def uwsgi_ini(svc: ServicePlan, twin: bool = False) -> str:
 def service_files(svc: ServicePlan) -> tuple[str, ...]:
     """Rendered files (under the state dir) that hold one service's env and that its own
     processes read: readable by its group, by no other user."""
-    return entry_file(svc), uwsgi_ini(svc), uwsgi_ini(svc, twin=True)
+    return (entry_file(svc), granian_launcher(svc), uwsgi_ini(svc),
+            uwsgi_ini(svc, twin=True))
 
 
 def log_path(plan: Plan, name: str) -> str:

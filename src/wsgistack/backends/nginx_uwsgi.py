@@ -172,8 +172,21 @@ def nginx_conf(plan: Plan) -> str:
     ]
     for svc in plan.services:
         lines += location(plan, svc)
-    lines += [*outside(plan), "    }", "}"]
+    lines += [*outside(plan), "    }", *stub_status(plan), "}"]
     return "\n".join(lines) + "\n"
+
+
+STATUS_SOCKET = "nginx-status.sock"  # in run/: the stack's exporter reads stub_status there
+
+
+def stub_status(plan: Plan) -> list[str]:
+    """nginx's connection counts, for the stack's exporter only: on a UNIX socket in the
+    private run dir, never on the apps' URL space."""
+    if not (plan.metrics and plan.target == "local"):
+        return []
+    return ["    server {", f"        listen {q('unix:' + plan.path('run', STATUS_SOCKET))};",
+            "        location = /stub_status { stub_status; }",
+            "        location / { return 404; }", "    }"]
 
 
 def site(plan: Plan) -> Site:

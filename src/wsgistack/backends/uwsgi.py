@@ -1,4 +1,12 @@
-"""uWSGI alone, each service on its own `http11-socket` (keep-alive: 3x `http-socket` here).
+"""uWSGI alone: per service, uWSGI's HTTP router on the service's port, in front of its
+workers on a UNIX socket in its run dir.
+
+uWSGI's documentation for uWSGI facing clients itself: the router, an asynchronous process,
+holds the client connections (keep-alive, slow clients) and hands each complete request to
+a worker, so an idle keep-alive connection never holds a worker (on `http11-socket` it did,
+until socket-timeout). The router is a uWSGI instance of its own, so that a reload swaps
+the workers' server behind it on the socket, as behind nginx and Apache, while the router
+keeps its clients' connections.
 
 Also the ini renderer for the front-end backends, where uWSGI listens on a UNIX socket.
 Defaults are the ones production taught: master, lazy-apps (load after fork), need-app (a
@@ -30,7 +38,7 @@ HOLDS_SLOW_CLIENTS = False
 FRAMING_GAP = ("uWSGI's chunk decoder accepts sizes such as `0x5` and chunks without their "
                "CRLF")
 SERVICE_PACKAGES: tuple[str, ...] = ()  # what a service's own venv must hold
-DESCRIPTION = "uWSGI per service on its own port (http11-socket)"
+DESCRIPTION = "uWSGI per service on its own port (uWSGI's HTTP router, keep-alive)"
 PLUGIN = "/usr/lib/uwsgi/plugins/python3_plugin.so"
 DEBIAN_PYTHON = "/usr/bin/python3"
 # Logged by each worker once it accepts (after loading the app, lazy-apps): `up` waits for
@@ -90,6 +98,9 @@ def ini(plan: Plan, svc: ServicePlan, listen: list[str]) -> str:
         f"hook-accepting = log:{READY_LINE}",
         "umask = 027",
     ]
+    if plan.metrics and plan.target == "local":
+        # Busy and idle workers, for the stack's exporter (root, or the user running up).
+        lines.append(f"stats = {q(stats_socket(plan, svc))}")
     if plan.target == "host":
         # Installed, systemd starts it as the app's user; it writes its own log, and
         # reopens it when logrotate touches the reopen file.
@@ -104,6 +115,13 @@ def ini(plan: Plan, svc: ServicePlan, listen: list[str]) -> str:
     # No `env =` lines: the entry sets the app's env as it loads the app. The master keeps
     # what its ini set across reloads, so a key removed from the manifest would live on.
     return "\n".join(lines) + "\n"
+
+
+def stats_socket(plan: Plan, svc: ServicePlan) -> str:
+    """uWSGI's stats socket, which its master binds as the app's user: in the service's
+    metrics dir (its own, where the exporter looks); a swapped-in twin has its own."""
+    twin = ".next" if svc.socket.endswith(".next") else ""
+    return plan.path("metrics", svc.name, f"uwsgi-stats{twin}.sock")
 
 
 def _socket_access(plan: Plan, svc: ServicePlan) -> list[str]:
@@ -150,8 +168,8 @@ def front_ini_files(plan: Plan,
     return files
 
 
-def command(plan: Plan) -> list[Proc]:
-    """One uWSGI per service (alone, each on its own port; or behind a front end)."""
+def server_procs(plan: Plan) -> list[Proc]:
+    """One uWSGI per service running its app, on its socket."""
     return [
         Proc(name=s.name, argv=(binary(s), "--ini", plan.path(uwsgi_ini(s))),
              log=log_path(plan, s.name), cwd=s.working_dir, env=s.base_env,
@@ -164,7 +182,7 @@ def front_procs(plan: Plan) -> list[Proc]:
     """uWSGI behind a front end: a reload swaps a new server in on the socket."""
     return [dataclasses.replace(p, swap=(s.socket, next_socket(s), (
                 binary(s), "--ini", plan.path(uwsgi_ini(s, twin=True)))))
-            for p, s in zip(command(plan), plan.services, strict=True)]
+            for p, s in zip(server_procs(plan), plan.services, strict=True)]
 
 
 def uwsgi_requirements(plan: Plan) -> list[Requirement]:
@@ -185,20 +203,110 @@ def uwsgi_requirements(plan: Plan) -> list[Requirement]:
     return reqs
 
 
+ROUTER_READY = "wsgistack: router ready"
+
+
+def router_ini_file(svc: ServicePlan) -> str:
+    return f"conf/uwsgi-{svc.name}-http.ini"
+
+
+def router_name(svc: ServicePlan) -> str:
+    return f"{svc.name}-http"
+
+
+def behind_router(plan: Plan) -> Plan:
+    """The plan with each service's workers on a UNIX socket in its own run dir (owned by
+    the app's user, as is the router that connects to it)."""
+    return dataclasses.replace(plan, services=tuple(
+        dataclasses.replace(s, socket=os.path.join(s.run_dir, f"{s.name}.sock"))
+        for s in plan.services))
+
+
+def router_options(plan: Plan, svc: ServicePlan) -> list[str]:
+    """uWSGI's HTTP router on the service's port, to the workers on its socket."""
+    cfg = svc.config
+    return [
+        *(["plugin = http"] if binary(svc) == "uwsgi" else []),  # Debian's: a plugin
+        f"http = {plan.host}:{svc.port}",
+        f"http-to = {quoting.ini(svc.socket)}",
+        # The number is how long an idle client connection is kept (uWSGI's http.c), and
+        # an option's "true" would read as 0: off.
+        f"http-keepalive = {max(2, min(cfg.timeout, 75))}",
+        # The router answers `Expect: 100-continue` itself: a worker's own interim answer
+        # would be taken by the router for the response's header block.
+        "http-manage-expect = 1",
+        # A response of unknown length is sent chunked, so that the connection stays alive.
+        "http-auto-chunked = true",
+        # Bodies of unknown length (chunked) go to the workers as they came, where the entry
+        # reads them through uwsgi.chunked_read().
+        "http-chunked-input = true",
+        # An idle client, or one slow to send, is dropped after the service's timeout; a
+        # worker's answer is waited for a little longer than the entry's 504.
+        f"http-timeout = {cfg.timeout + 5}",
+        f"http-headers-timeout = {cfg.timeout}",
+        # Reads of 32 KiB, not a page: a 5 MiB upload went through at 3x the rate. Not
+        # 64 KiB: what a first read holds past the headers goes into the request's uwsgi
+        # packet, at most 64 KiB, and a chunked body sent with its headers overflowed it
+        # (the router reset the connection).
+        "http-buffer-size = 32768",
+    ]
+
+
+def router_ini(plan: Plan, svc: ServicePlan) -> str:
+    """The router as a uWSGI instance of its own, with no workers (`up`)."""
+    q = quoting.ini
+    lines = [
+        "[uwsgi]",
+        f"; {svc.name}: uWSGI's HTTP router in front of its workers (generated by wsgistack; "
+        "do not edit)",
+        *router_options(plan, svc),
+        "master = true",
+        "die-on-term = true",
+        "disable-logging = true",
+        f"hook-master-start = log:{ROUTER_READY}",
+        "umask = 027",
+    ]
+    if plan.root:
+        lines += [f"uid = {q(svc.user)}", f"gid = {q(svc.group)}"]
+    return "\n".join(lines) + "\n"
+
+
+def _worker_listen(plan: Plan, svc: ServicePlan) -> list[str]:
+    return [*socket_listen(plan, svc), f"chunked-input-limit = {CHUNKED_INPUT_LIMIT}",
+            *(f"static-map = {quoting.ini(svc.prefix.rstrip('/') + path)}="
+              f"{quoting.ini(directory)}" for path, directory in svc.static)]
+
+
 def render(plan: Plan) -> dict[str, str]:
-    listen = {
-        # A worker waits on an idle keep-alive connection until socket-timeout, deaf to
-        # everyone else: the entry ends each connection after its answer (loader.py).
-        s.name: [f"http11-socket = {plan.host}:{s.port}", "env = WSGISTACK_CLOSE_AFTER=1",
-                 f"chunked-input-limit = {CHUNKED_INPUT_LIMIT}",
-                 *(f"static-map = {quoting.ini(s.prefix.rstrip('/') + path)}="
-                   f"{quoting.ini(directory)}" for path, directory in s.static)]
-        for s in plan.services
-    }
+    routed = behind_router(plan)
     # uWSGI limits neither the number nor the size of header fields: the entry does (431).
-    return {**entry_files(plan, mount=True, check_headers=True, read_unread=True,
-                          check_framing=True),
-            **{uwsgi_ini(s): ini(plan, s, listen[s.name]) for s in plan.services}}
+    # A body refused 413 is read to its end first: the router is still streaming it to the
+    # worker, and when the worker closes under it, it resets the client, 413 unsent.
+    files = entry_files(plan, mount=True, limits="entry, drained", check_headers=True,
+                        read_unread=True, check_framing=True)
+    if plan.target != "local":
+        # Installed (one unit, one container per service), the router runs inside the
+        # service's own uWSGI, whose reload is uWSGI's own.
+        return {**files, **{uwsgi_ini(s): ini(routed, s, [*router_options(routed, s),
+                                                          *_worker_listen(routed, s)])
+                            for s in routed.services}}
+    return {**files, **front_ini_files(routed, _worker_listen),
+            **{router_ini_file(s): router_ini(routed, s) for s in routed.services}}
+
+
+def command(plan: Plan) -> list[Proc]:
+    """Each service's workers (swapped on their socket by a reload), then its router, left
+    alone by a reload unless its own ini changed."""
+    if plan.target != "local":
+        return server_procs(plan)
+    routed = behind_router(plan)
+    routers = [
+        Proc(name=router_name(s), argv=(binary(s), "--ini", plan.path(router_ini_file(s))),
+             log=log_path(plan, router_name(s)), cwd=s.working_dir, env=s.base_env,
+             serves=(s.name,), reload_when=(router_ini_file(s),))
+        for s in routed.services
+    ]
+    return [*front_procs(routed), *routers]
 
 
 def requirements(plan: Plan) -> list[Requirement]:

@@ -15,12 +15,13 @@ Where things go, as Debian's keystone and placement packages put them:
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 from wsgistack.backends.base import Backend, Site, service_files
 from wsgistack.host import FRONT_USER
-from wsgistack.plan import Plan, Target
+from wsgistack.plan import Plan, Target, counts_requests
 from wsgistack.targets import systemd
 
 ETC = "/etc/wsgistack"
@@ -40,6 +41,7 @@ def target(name: str, port: int, tls: tuple[str, str] | None, tls_port: int,
     # Service names start with a letter: the dot-directories never meet a data dir.
     return Target(name="host", state=f"{ETC}/{name}", dirs={
         "run": f"{RUN}/{name}", "logs": f"{LOG}/{name}", "data": lib,
+        "metrics": f"{RUN}/{name}/metrics",
         "venvs": f"{lib}/.venvs", "setup": f"{lib}/.setup"},
         port=port, tls=tls, tls_port=tls_port, secrets=f"{under}{ETC}/{name}/secrets")
 
@@ -163,6 +165,11 @@ def render(plan: Plan, backend: Backend, manifest_text: str) -> Layout:
         files.append(HostFile(unit_file, systemd.service_unit(plan, svc, proc, behind)))
         owned[units[svc.name]] = (unit_file, *(
             path for rel in service_files(svc) if (path := plan.path(rel)) in rendered))
+    if counts_requests(plan):
+        name = systemd.unit_name(plan, systemd.EXPORTER)
+        unit_file = os.path.join(UNITS, name)
+        files.append(HostFile(unit_file, systemd.exporter_unit(plan, sys.executable)))
+        units[systemd.EXPORTER], owned[name] = name, (unit_file,)
     target_unit = systemd.target_name(plan)
     files.append(HostFile(os.path.join(UNITS, target_unit), systemd.target_unit(
         plan, list(units.values()), front.server if front else "")))

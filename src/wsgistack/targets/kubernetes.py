@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from wsgistack import secrets
-from wsgistack.backends.base import service_files
+from wsgistack.backends.base import server_name, service_files
 from wsgistack.errors import ServerError
 from wsgistack.plan import Plan, ServicePlan, Target, substitute
 from wsgistack.targets.kubernetes_image import (
@@ -316,8 +316,7 @@ def deployment(pod: Pod, proc_argv: tuple[str, ...], cwd: str, waits: list[str],
                digest: str) -> dict[str, Any]:
     svc, plan = pod.img.svc, pod.plan
     hidden = {v for v, _ in pod.img.secret_env}
-    server = dns_name(os.path.basename(proc_argv[2] if proc_argv[1:2] == ("-m",)
-                                       else proc_argv[0]))
+    server = dns_name(os.path.basename(server_name(proc_argv)))
     container = pod.container(
         server, list(proc_argv), workingDir=cwd,
         env=[*({"name": k, "value": _escape(v)} for k, v in sorted(svc.base_env.items())),

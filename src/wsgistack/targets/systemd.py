@@ -15,8 +15,8 @@ from __future__ import annotations
 import os
 import shlex
 
-from wsgistack.backends.base import Proc
-from wsgistack.plan import Plan, ServicePlan
+from wsgistack.backends.base import Proc, server_name
+from wsgistack.plan import Plan, ServicePlan, counts_requests
 
 # How each server starts up under systemd: (Type, NotifyAccess).
 SERVER_TYPES = {"uwsgi": ("notify", "all"), "gunicorn": ("notify", "main"),
@@ -48,8 +48,7 @@ def target_name(plan: Plan) -> str:
 
 def server_kind(proc: Proc) -> str:
     """uwsgi, gunicorn or granian: what the command runs."""
-    argv = proc.argv
-    return argv[2] if argv[1:2] == ("-m",) else os.path.basename(argv[0])
+    return os.path.basename(server_name(proc.argv))
 
 
 def _quote(arg: str) -> str:
@@ -92,7 +91,8 @@ def service_unit(plan: Plan, svc: ServicePlan, proc: Proc, front_group: str) -> 
         f"TimeoutStopSec={timeout + 15}",
         "Restart=on-failure",
         "RestartSec=2",
-        f"RuntimeDirectory={_dir(svc.run_dir, '/run')}",
+        f"RuntimeDirectory={_dir(svc.run_dir, '/run')}" + (
+            f" {_dir(plan.path('metrics', svc.name), '/run')}" if counts_requests(plan) else ""),
         # Behind a front end its socket (0660) is handed to the front end's group once it
         # is there: systemd gives the directory back to the app's group before every
         # command it runs, so the directory cannot be the front end's.
@@ -113,6 +113,36 @@ def service_unit(plan: Plan, svc: ServicePlan, proc: Proc, front_group: str) -> 
         f"WantedBy={target_name(plan)}",
     ]
     return "\n".join(lines) + "\n"
+
+
+EXPORTER = "metrics"  # the exporter's unit: wsgistack-STACK-metrics.service
+
+
+def exporter_unit(plan: Plan, python: str) -> str:
+    """The stack's metrics endpoint, as `up` runs it: it only reads the services' metrics
+    dirs (0700, each its service's): a user of its own with the right to read, no other."""
+    argv = [python, "-m", "wsgistack.exporter", "--listen", plan.metrics, "--state",
+            plan.state, "--metrics", plan.path("metrics")]
+    return "\n".join([
+        "[Unit]",
+        f"Description=wsgistack {plan.name}: metrics on http://{plan.metrics}/metrics",
+        f"PartOf={target_name(plan)}",
+        "After=network-online.target",
+        "",
+        "[Service]",
+        "Type=exec",
+        "DynamicUser=yes",
+        "AmbientCapabilities=CAP_DAC_READ_SEARCH",
+        "CapabilityBoundingSet=CAP_DAC_READ_SEARCH",
+        "Environment=LANG=C.UTF-8",
+        "ExecStart=" + " ".join(_quote(a) for a in argv),
+        "Restart=on-failure",
+        "RestartSec=2",
+        *HARDENING,
+        "",
+        "[Install]",
+        f"WantedBy={target_name(plan)}",
+    ]) + "\n"
 
 
 def target_unit(plan: Plan, units: list[str], front: str) -> str:
