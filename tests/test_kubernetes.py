@@ -98,7 +98,7 @@ def test_secrets_come_from_the_operators_secret(rendered: Any) -> None:
         return
     assert {r["name"] for r in refs} == {"openstack-secrets"}
     assert {r["key"] for r in refs} == {"OS_BOOTSTRAP_PASSWORD", "PLACEMENT_PASSWORD",
-                                        "GLANCE_PASSWORD"}
+                                        "GLANCE_PASSWORD", "DEMO_PASSWORD"}
     # Placement's config names its password: the config init container fills it in.
     placement = docs["deployment-placement.yaml"]["spec"]["template"]["spec"]
     config = next(c for c in placement["initContainers"] if c["name"] == "config")

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from wsgistack import __version__, access, check, entry, manifest, plan, runtime, secrets
+from wsgistack import __version__, access, check, entry, jobs, manifest, plan, runtime, secrets
 from wsgistack.backends import BACKENDS, exposure_warnings, resolve
 from wsgistack.backends.base import Backend
 from wsgistack.errors import WsgistackError
@@ -280,6 +280,8 @@ def cmd_render(args: argparse.Namespace) -> int:
     out = Path(args.output).absolute()
     if args.target == "kubernetes":
         return _render_kubernetes(m, resolve(m, args.backend), args.image, out)
+    if args.target in jobs.CI_TARGETS:  # the test jobs: a GitHub workflow, Zuul's
+        return jobs.write_ci(m, args.target, out, _show)
     p = _built(plan.build(m, resolve(m, args.backend), state=out))
     files = runtime.render(p)
     if not args.no_check:
@@ -451,6 +453,28 @@ def cmd_goal(args: argparse.Namespace) -> int:
     _write_out(args.output, page.FORMATS[args.format](doc, rows, problems),
                f"{len(rows)} teams, {len(audits)} trees, {flagged} flagged")
     return 1 if problems else 0
+
+
+def cmd_test(args: argparse.Namespace) -> int:
+    m = _load(args)
+    job = jobs.make(m, args.command, args.backends, args.timeout, args.artifacts, args.keep)
+    _plan(args, m)  # the manifest's secrets masked, its warnings said, once
+    outcomes = jobs.run(job, lambda o, i: _say(jobs.progress_line(o, i, len(job.backends))))
+    _show(jobs.matrix(outcomes, job.artifacts))
+    if args.junit:
+        _write_out(args.junit, jobs.junit(outcomes, f"wsgistack.{m.stack.name}"), "JUnit")
+    return jobs.exit_code(outcomes)
+
+
+def cmd_env(args: argparse.Namespace) -> int:
+    m = _load(args)
+    state = _state(m)
+    if state is None:
+        raise WsgistackError(f"stack '{m.stack.name}' is not up: `wsgistack up -d` first")
+    args.backend = state.backend  # as `up` was run
+    p = _plan(args, _with_base_port(m, state.base_port))
+    _show(jobs.formatted(jobs.stack_env(p), args.format))
+    return 0
 
 
 def cmd_install(args: argparse.Namespace) -> int:
@@ -637,11 +661,17 @@ def parser() -> argparse.ArgumentParser:
     show.add_argument("--access", action="store_true", help="the service's access log")
     show.add_argument("--errors", action="store_true",
                       help="only lines that report an error (with a traceback's lines)")
+    p = add("test", cmd_test, "run the project's tests against its stack on each backend (a "
+            "stack of its own); exit 1: a command failed, 2: a stack did not come up")
+    jobs.arguments(p)
+    p = add("env", cmd_env, "the running stack's environment: eval \"$(wsgistack env)\"")
+    p.add_argument("--format", choices=["shell", "json"], default="shell")
     p = add("render", cmd_render, "write the files a server would use, start nothing", True)
     p.add_argument("-o", "--output", required=True, help="directory to write into")
-    p.add_argument("--target", choices=["local", "kubernetes"], default="local",
-                   help="kubernetes: Deployments, Services, Jobs, routes and a "
-                   "kustomization for `kubectl apply -k` (granian, gunicorn or uwsgi)")
+    p.add_argument("--target", choices=["local", "kubernetes", *jobs.CI_TARGETS],
+                   default="local", help="kubernetes: Deployments, Services, Jobs, routes "
+                   "and a kustomization for `kubectl apply -k` (granian, gunicorn or uwsgi); "
+                   "github-actions (-o FILE), zuul: CI jobs that run `wsgistack test`")
     p.add_argument("--image", help="with --target kubernetes: the image the pods run")
     p.add_argument("--no-check", action="store_true",
                    help="write without loading each app first, in a throwaway process")

@@ -198,6 +198,12 @@ class ServiceConfig:
         "PASSWD, SECRET, TOKEN, KEY or CREDENTIAL(S) in them: shown as `***` in everything "
         "wsgistack prints or logs (values under 4 characters are too short to mask)."
     )
+    clouds: str = setting(
+        "", "For the stack's Keystone: a clouds.yaml template (relative to the manifest) that "
+        "`up` writes to `STATE/clouds.yaml`, mode 0600 (the caller's alone), with this "
+        "service's `${variables}`, as devstack writes its own: clouds `${stack}` (a member "
+        "user and project) and `${stack}-admin`. Test commands and `wsgistack env` then get "
+        "`OS_CLIENT_CONFIG_FILE` and `OS_CLOUD=<stack>-admin`.")
     pass_env: tuple[str, ...] = setting(
         (), "Variables of the caller's environment passed to the service. Servers otherwise "
         "start from a clean environment: `PATH`, `LANG`, `LC_ALL`, `TZ` (when set), the app "
@@ -228,6 +234,34 @@ class ClusterConfig:
         1, "Nodes `roll` takes out at once (`--max-unavailable` overrides).", minimum=1)
 
 
+DEFAULT_TEST_BACKENDS = ("mod_wsgi", "apache+uwsgi")  # the goal's "under Apache"
+
+
+@dataclass(frozen=True)
+class TestConfig:
+    """The `[test]` table: the project's own tests, run by `wsgistack test` against the
+    stack on each backend."""
+
+    __test__ = False  # not a pytest test class
+
+    command: tuple[str, ...] = setting(
+        (), "The test command (shell words, run from the manifest's directory with the "
+        "stack's environment: `WSGISTACK_STACK`, `WSGISTACK_STATE_DIR`, "
+        "`WSGISTACK_<SERVICE>_URL` and `_INTERNAL_URL`); `wsgistack test -- COMMAND` "
+        "overrides it.")
+    backends: tuple[str, ...] = setting(
+        DEFAULT_TEST_BACKENDS, "Backends the command runs against, each in turn on a stack "
+        "of its own (`all`: the six); `--backends` overrides it.")
+    timeout: float = setting(
+        1800.0, "Seconds the command may run on one backend before it is stopped (and counted "
+        "as failed); `--timeout` overrides it.", minimum=1)
+    env: Mapping[str, str] = setting(
+        {}, "Environment variables of the command, over the caller's and the stack's.")
+    results: str = setting(
+        "", "A results file the command writes (JUnit XML or subunit; relative to the "
+        "manifest): kept in each backend's artifacts.")
+
+
 @dataclass(frozen=True)
 class Manifest:
     """A loaded manifest: where it came from, the stack and its services in order."""
@@ -237,6 +271,7 @@ class Manifest:
     stack: StackConfig
     services: tuple[ServiceConfig, ...]
     cluster: ClusterConfig | None = None  # the `[cluster]` table, when there is one
+    test: TestConfig = TestConfig()  # the `[test]` table
 
     @property
     def identity(self) -> str:
@@ -260,6 +295,7 @@ class Manifest:
 # The `${variables}` that env values, templates and setup commands may use, declared once.
 VARIABLES = {
     "name": "the service's name",
+    "stack": "the stack's name (`[stack] name`)",
     "state": "the absolute state directory",
     "data": "the service's data directory, `STATE/data/NAME`, owned by the user the app runs as",
     "manifest_dir": "the directory of the manifest",
@@ -374,13 +410,14 @@ def _normalise_prefix(prefix: str, name: str, path: str) -> str:
     return prefix
 
 
+TABLES = ("stack", "services", "cluster", "test")
+
+
 def parse(data: Mapping[str, Any], path: str, root: Path) -> Manifest:
     """Turn a parsed TOML document into a :class:`Manifest`, or raise a :class:`ManifestError`."""
     for key in data:
-        if key not in ("stack", "services", "cluster"):
-            raise ManifestError(
-                path, key, "unknown table" + did_you_mean(key, ["stack", "services", "cluster"])
-            )
+        if key not in TABLES:
+            raise ManifestError(path, key, "unknown table" + did_you_mean(key, TABLES))
     stack_table = data.get("stack", {})
     if not isinstance(stack_table, dict):
         raise ManifestError(path, "stack", "expected a table ([stack])")
@@ -420,7 +457,18 @@ def parse(data: Mapping[str, Any], path: str, root: Path) -> Manifest:
         services.append(svc)
     _check_unique(services, path)
     return Manifest(path=path, root=root, stack=stack, services=tuple(services),
-                    cluster=_cluster(data.get("cluster"), path))
+                    cluster=_cluster(data.get("cluster"), path), test=_test(data.get("test"), path))
+
+
+def _test(table: Any, path: str) -> TestConfig:
+    if table is None:
+        return TestConfig()
+    if not isinstance(table, dict):
+        raise ManifestError(path, "test", "expected a table ([test])")
+    test: TestConfig = _build(TestConfig, table, path, "test", {})
+    if not test.backends:
+        raise ManifestError(path, "test.backends", "no backends: name at least one, or \"all\"")
+    return test
 
 
 def _cluster(table: Any, path: str) -> ClusterConfig | None:
@@ -465,6 +513,10 @@ def _check_unique(services: list[ServiceConfig], path: str) -> None:
                 f"{svc.port} is already the port of service '{seen_port[svc.port]}'",
             )
         seen_port[svc.port] = svc.name
+    clouds = [svc.name for svc in services if svc.clouds]
+    if len(clouds) > 1:
+        raise ManifestError(path, f"services.{clouds[1]}.clouds", "the stack has one "
+                            f"clouds.yaml, and service '{clouds[0]}' writes it already")
 
 
 def _read(path: Path, shown: str) -> dict[str, Any]:
@@ -547,7 +599,7 @@ def settings_reference() -> str:
     lines = ["# Manifest settings", "",
              "Generated from `src/wsgistack/manifest.py` by `wsgistack settings`; do not edit.", ""]
     for title, cls in (("[stack]", StackConfig), ("[services.NAME]", ServiceConfig),
-                       ("[cluster]", ClusterConfig)):
+                       ("[cluster]", ClusterConfig), ("[test]", TestConfig)):
         hints = _hints(cls)
         lines += [f"## `{title}`", "", "| key | type | default | description |",
                   "| --- | --- | --- | --- |"]

@@ -505,7 +505,7 @@ def _service(manifest: Manifest, svc: ServiceConfig, port: int, where: _Stack,
         warnings.append(f"service '{svc.name}' runs as root ({manifest.path}: user = "
                         "\"root\"): a flaw in the app is a flaw in the whole machine")
     variables = Variables({
-        **addresses, "name": svc.name, "state": state,
+        **addresses, "name": svc.name, "stack": manifest.stack.name, "state": state,
         "data": where.path("data", svc.name), "manifest_dir": str(manifest.root),
         "url": addresses[own + "url"], "internal_url": addresses[own + "internal_url"],
         "front_url": where.front_url, "prefix": svc.prefix, "user": who.user,

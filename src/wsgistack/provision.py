@@ -96,22 +96,32 @@ def ensure_venv(svc: ServicePlan, logs: Path, progress: Callable[[str], None]) -
     done.write_text(json.dumps(sorted(installed | set(missing))))
 
 
+CLOUDS = "clouds.yaml"  # under the state dir, from a service's `clouds` template
+
+
 def render_templates(plan: Plan) -> None:
     """Config files from templates: they hold secrets, so only the service's group reads
-    them."""
+    them; the stack's clouds.yaml, only whoever started it."""
     for svc in plan.services:
         prov = svc.provision
         for target, source in prov.templates:
-            key = f"services.{svc.name}.templates"
-            try:
-                text = Path(source).read_text(encoding="utf-8")
-            except OSError as exc:
-                raise ManifestError(plan.source, key, f"cannot read template {source}: "
-                                    f"{exc.strerror}") from None
-            access.group_readable(plan, svc, target,
-                                  substitute(text, prov.variables, source, key))
+            text = _rendered(plan, svc, source, f"services.{svc.name}.templates")
+            access.group_readable(plan, svc, target, text)
+        if svc.config.clouds:
+            source = os.path.join(prov.variables["manifest_dir"], svc.config.clouds)
+            text = _rendered(plan, svc, source, f"services.{svc.name}.clouds")
+            access.make_file(plan, plan.path(CLOUDS), access.PRIVATE_FILE, text=text)
         # A secret named only in a template (a database URL) is shown nowhere either.
         secrets.hide(prov.variables.secrets)
+
+
+def _rendered(plan: Plan, svc: ServicePlan, source: str, key: str) -> str:
+    try:
+        text = Path(source).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ManifestError(plan.source, key, f"cannot read template {source}: "
+                            f"{exc.strerror}") from None
+    return substitute(text, svc.provision.variables, source, key)
 
 
 def _run_commands(plan: Plan, svc: ServicePlan, what: str,

@@ -365,7 +365,8 @@ def down(state_dir: str) -> list[int]:
     with processes.locked(state_dir, "down"):
         state = processes.load_state(state_dir)
         stopped = processes.stop(state.procs if state else [], state_dir, nested=True)
-        for nested in (*Path(state_dir).glob("check/*"), *Path(state_dir).glob("serve/*")):
+        for nested in (*Path(state_dir).glob("check/*"), *Path(state_dir).glob("serve/*"),
+                       *Path(state_dir).glob("test/*")):
             processes.forget(str(nested))  # their processes were among the marked
         processes.forget(state_dir)
     return stopped

@@ -46,8 +46,9 @@ def _marked_dirs() -> set[str]:
                     env = fh.read().split(b"\0")
             except OSError:
                 continue  # gone, or another user's
+            # A state dir is absolute: a test command's WSGISTACK_STACK is a stack's name.
             found.update(v[len(mark):].decode(errors="replace") for v in env
-                         if v.startswith(mark))
+                         if v.startswith(mark + b"/"))
     return found
 
 
@@ -79,7 +80,7 @@ def _unused(state_dir: Path, in_use: set[str], live: set[str]) -> Iterator[Path]
         for venv in sorted(venvs.iterdir()):
             if str(venv) not in in_use:
                 yield venv
-    for kind in ("check", "serve", "preflight"):
+    for kind in ("check", "serve", "test", "preflight"):
         for nested in sorted(state_dir.glob(f"{kind}/*")):
             if str(nested) not in live:
                 yield nested
