@@ -195,4 +195,5 @@ def _front(stack: Stack) -> str:
     state = json.loads((stack.root / ".wsgistack-cloud" / "state.json").read_text())
     front = next(s["url"] for s in state["services"] if s["name"] == "catalog")
     with urllib.request.urlopen(front, timeout=10) as resp:
-        return resp.read().decode()
+        text: str = resp.read().decode()
+    return text
