@@ -3,8 +3,10 @@ APIs, Neutron, Cinder and Barbican beside Keystone, Placement and Glance, OpenSt
 from PyPI), driven by python-openstackclient (and python-barbicanclient's plugin) as an
 operator types it.
 
-CI runs it on one backend, mod_wsgi (the APIs under Apache): about 6 minutes, most of it the
-first `up` (pip and the setup commands). Every backend, or a chosen few, when asked:
+CI runs it on one backend, mod_wsgi (the APIs under Apache): 10 minutes on a 2-core machine
+shared with two other live runs, most of it the first `up` (pip, then the setup commands,
+each importing its project anew), about 2 minutes the operator's commands. Every backend, or
+a chosen few, when asked (each later one reuses the venv and the databases):
 
     WSGISTACK_CLOUD_BACKENDS=all .venv/bin/pytest tests/test_openstack_cloud.py
     WSGISTACK_CLOUD_BACKENDS=granian,uwsgi .venv/bin/pytest tests/test_openstack_cloud.py
