@@ -127,14 +127,9 @@ def operator_commands(identity: str, backend: str) -> None:
            "OS_REGION_NAME": "RegionOne"}
 
     def osc(*args: str) -> Any:
-        done = subprocess.run([str(OPENSTACK), *args], env=env, capture_output=True,
-                              text=True, timeout=120, check=False)
-        assert done.returncode == 0, (args, done.stderr[-2000:])
-        if "-f" not in args:
-            return done.stdout
-        doc = json.loads(done.stdout)  # column names: "Type" or "type", as versions go
-        return ([{k.lower(): v for k, v in row.items()} for row in doc]
-                if isinstance(doc, list) else {k.lower(): v for k, v in doc.items()})
+        return osc_output(args, subprocess.run([str(OPENSTACK), *args], env=env,
+                                               capture_output=True, text=True, timeout=120,
+                                               check=False))
 
     assert osc("token", "issue", "-f", "json")["project_id"]
     catalog = {e["type"]: e["endpoints"] for e in osc("catalog", "list", "-f", "json")}
@@ -306,6 +301,17 @@ def test_control_plane(openstack: Stack, backend: str) -> None:
     finally:
         assert openstack.cli("down").code == 0
     assert not [p for p in pids if alive(p)]
+
+
+def osc_output(args: tuple[str, ...], done: subprocess.CompletedProcess[str]) -> Any:
+    """What an `openstack` command printed: its text, or with `-f json` its rows (or its
+    one row) with lower-case column names ("Type" or "type", as versions go)."""
+    assert done.returncode == 0, (args, done.stderr[-2000:])
+    if "-f" not in args:
+        return done.stdout
+    doc = json.loads(done.stdout)
+    return ([{k.lower(): v for k, v in row.items()} for row in doc]
+            if isinstance(doc, list) else {k.lower(): v for k, v in doc.items()})
 
 
 def _root_processes(pids: list[int]) -> tuple[set[str], set[str]]:

@@ -33,6 +33,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import Stack, alive, free_port
+from tests.test_openstack import osc_output
 from wsgistack.backends import BACKENDS
 from wsgistack.lifecycle import processes
 
@@ -96,13 +97,7 @@ class Osc:
                               text=True, timeout=120, check=False)
 
     def __call__(self, *args: str) -> Any:
-        done = self.run(*args)
-        assert done.returncode == 0, (args, done.stderr[-2000:])
-        if "-f" not in args:
-            return done.stdout
-        doc = json.loads(done.stdout)  # column names: "Type" or "type", as versions go
-        return ([{k.lower(): v for k, v in row.items()} for row in doc]
-                if isinstance(doc, list) else {k.lower(): v for k, v in doc.items()})
+        return osc_output(args, self.run(*args))
 
 
 @pytest.mark.parametrize("backend", chosen_backends(os.environ.get("WSGISTACK_CLOUD_BACKENDS")))
