@@ -288,6 +288,7 @@ def cmd_render(args: argparse.Namespace) -> int:
         for note in runtime.try_rendered(p, files):
             _say(f"wsgistack: not loaded before writing: {note}")
     access.layout(p)  # the directories the commands log, listen and keep data in
+    runtime.metrics_dirs(p)  # the workers' counts, and uWSGI's stats socket
     access.write_rendered(p, files)  # as under the state dir: entries hold env values
     script = out / "commands.sh"
     access.make_file(p, str(script), 0o700, text=runtime.commands_sh(p))

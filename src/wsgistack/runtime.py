@@ -53,7 +53,7 @@ def commands(plan: Plan) -> list[Proc]:
     return procs
 
 
-def _metrics_dirs(plan: Plan) -> None:
+def metrics_dirs(plan: Plan) -> None:
     """prometheus_client's multiprocess files, one dir per service, emptied at `up` (counts
     start again with the stack, as a server's own would)."""
     if not plan.metrics:
@@ -113,7 +113,7 @@ def up(plan: Plan, progress: Callable[[str], None], after_up: bool = True) -> li
         running: list[Running] = []
         try:
             procs = commands(plan)
-            _metrics_dirs(plan)
+            metrics_dirs(plan)
             _mark_app_logs(plan, {p.log for p in procs})
             for path in (p for proc in procs for p in proc.private):
                 with contextlib.suppress(FileNotFoundError):
