@@ -73,7 +73,7 @@ def test_failing_setup_starts_nothing(stack):
 @pytest.mark.parametrize(("extra", "message"), [
     ('env = { SAMPLE_SETTING = "${nope}" }',
      r"wsgistack.toml: services.api.env.SAMPLE_SETTING: unknown variable \$\{nope\} "
-     r"\(known: name, state, .*; write \$\$ for a literal \$\)$"),
+     r"\(known: name, stack, state, .*; write \$\$ for a literal \$\)$"),
     ('templates = { "etc/x.conf" = "missing.in" }',
      r"wsgistack.toml: services.api.templates: cannot read template .*/missing.in: "
      r"No such file or directory$"),
