@@ -96,10 +96,10 @@ class _Servers:
                                     "where the server tells (uWSGI), else running.",
                                     labels=["service", "state"])
         stack = processes.load_state(self.state)
-        for svc in stack.services if stack is not None else ():
-            assert stack is not None
-            for state, count in sorted(self._workers(stack, svc.name).items()):
-                workers.add_metric([svc.name, state], count)
+        if stack is not None:  # none where the exporter is installed: no state of ours
+            for svc in stack.services:
+                for state, count in sorted(self._workers(stack, svc.name).items()):
+                    workers.add_metric([svc.name, state], count)
         yield workers
         yield from self._nginx()
 

@@ -258,12 +258,18 @@ def venv_python(manifest: Manifest) -> str:
 METRICS_OFFSET = 90  # the metrics endpoint's default port, from base_port
 
 
+def exports_here(plan: Plan) -> bool:
+    """Whether wsgistack runs the stack's exporter itself (a local stack), which alone
+    reads what the servers tell of their workers (uWSGI's stats, nginx's stub_status)."""
+    return bool(plan.metrics) and plan.target == "local"
+
+
 def counts_requests(plan: Plan) -> bool:
     """Whether the entries write request metrics: where an exporter of ours reads them (a
     local stack; installed, beside the units, but for mod_wsgi, whose daemons are Apache's
     and have no runtime dir of their own)."""
-    return bool(plan.metrics) and (plan.target == "local" or (
-        plan.target == "host" and plan.backend != "mod_wsgi"))
+    return exports_here(plan) or (bool(plan.metrics) and plan.target == "host"
+                                  and plan.backend != "mod_wsgi")
 METRICS_PACKAGE = "prometheus_client"
 
 

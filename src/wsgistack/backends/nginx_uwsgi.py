@@ -25,7 +25,7 @@ from wsgistack.backends.base import (
 )
 from wsgistack.backends.quoting import nginx as q
 from wsgistack.loader import FORWARDED_HEADERS, NOT_FOUND, environ_key
-from wsgistack.plan import Plan, ServicePlan
+from wsgistack.plan import Plan, ServicePlan, exports_here
 
 ID = "nginx+uwsgi"
 FRONT_END = True
@@ -182,7 +182,7 @@ STATUS_SOCKET = "nginx-status.sock"  # in run/: the stack's exporter reads stub_
 def stub_status(plan: Plan) -> list[str]:
     """nginx's connection counts, for the stack's exporter only: on a UNIX socket in the
     private run dir, never on the apps' URL space."""
-    if not (plan.metrics and plan.target == "local"):
+    if not exports_here(plan):
         return []
     return ["    server {", f"        listen {q('unix:' + plan.path('run', STATUS_SOCKET))};",
             "        location = /stub_status { stub_status; }",

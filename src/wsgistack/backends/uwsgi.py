@@ -30,7 +30,7 @@ from wsgistack.backends.base import (
     static_access,
     uwsgi_ini,
 )
-from wsgistack.plan import Plan, ServicePlan
+from wsgistack.plan import Plan, ServicePlan, exports_here
 
 ID = "uwsgi"
 FRONT_END = False
@@ -98,7 +98,7 @@ def ini(plan: Plan, svc: ServicePlan, listen: list[str]) -> str:
         f"hook-accepting = log:{READY_LINE}",
         "umask = 027",
     ]
-    if plan.metrics and plan.target == "local":
+    if exports_here(plan):
         # Busy and idle workers, for the stack's exporter (root, or the user running up).
         lines.append(f"stats = {q(stats_socket(plan, svc))}")
     if plan.target == "host":
