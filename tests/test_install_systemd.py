@@ -34,6 +34,8 @@ STACK = """\
 [stack]
 name = "sd"
 base_port = {port}
+# Not base_port + 90, the default: a port nobody checked may be a client's.
+metrics = "127.0.0.1:{metrics}"
 [services.catalog]
 app = "wsgistack.apps.catalog:application"
 prefix = "/"
@@ -123,7 +125,8 @@ def test_installed_units_start_reload_and_stop_under_systemd(booted, backend):
     sd = booted
     port = free_port()
     (sd.root / "opt/stack").mkdir(exist_ok=True)
-    (sd.root / "opt/stack/wsgistack.toml").write_text(STACK.format(port=port))
+    metrics = free_port(1)
+    (sd.root / "opt/stack/wsgistack.toml").write_text(STACK.format(port=port, metrics=metrics))
     front = backend in ("apache+uwsgi", "nginx+uwsgi")
     args = ["--port", str(port)] if front else []
     done = sd.run("/opt/wsgistack/bin/wsgistack", "-f", "/opt/stack/wsgistack.toml", "install",
@@ -138,7 +141,7 @@ def test_installed_units_start_reload_and_stop_under_systemd(booted, backend):
         for unit in units:
             shown = _show(sd, unit, "ActiveState", "Type", "User")
             assert shown == {"ActiveState": "active", "Type": kind, "User": "wsgistack"}
-        _the_exporter_counts(sd, port + 90, hello)
+        _the_exporter_counts(sd, metrics, hello)
 
         # systemctl reload: the same master, new workers, nobody turned away.
         unit = units[2]
@@ -159,8 +162,9 @@ def test_installed_units_start_reload_and_stop_under_systemd(booted, backend):
         # Installed again with one service changed: that one is reloaded (uWSGI: its ini
         # changed) or restarted (its command line, in the unit, changed), the rest untouched.
         others = {u: _show(sd, u, "MainPID")["MainPID"] for u in units[:2]}
-        (sd.root / "opt/stack/wsgistack.toml").write_text(STACK.format(port=port).replace(
-            'prefix = "/hello"\n', 'prefix = "/hello"\nprocesses = 3\n'))
+        changed = STACK.format(port=port, metrics=metrics).replace(
+            'prefix = "/hello"\n', 'prefix = "/hello"\nprocesses = 3\n')
+        (sd.root / "opt/stack/wsgistack.toml").write_text(changed)
         again = sd.run("/opt/wsgistack/bin/wsgistack", "-f", "/opt/stack/wsgistack.toml",
                        "install", "--backend", backend, *args, timeout=300)
         assert again.returncode == 0, again.stderr

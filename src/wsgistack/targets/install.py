@@ -599,25 +599,41 @@ def _restart_old(layout: Layout, old: Record | None) -> None:
 def _wait_healthy(plan: Plan, layout: Layout, before: dict[str, int]) -> None:
     deadline = time.monotonic() + plan.start_timeout
     for svc in plan.services:
-        unit = systemd.unit_name(plan, svc.name)
-        while True:
-            if unit in layout.units and _restarting(unit, before.get(unit, 0)):
-                said = subprocess.run(["journalctl", "-u", unit, "-n", "1", "-o", "cat",
-                                       "--no-pager"], capture_output=True, text=True,
-                                      check=False).stdout.strip()
-                raise ServerError(f"service '{svc.name}' failed to start under systemd "
-                                  f"({unit}): {said or 'see journalctl -u ' + unit}; the "
-                                  "previous install is back")
-            status, why = health.http_status(svc.health_url)
-            if status == svc.config.health_status:
-                break
-            if time.monotonic() > deadline:
-                said = f"HTTP {status}" if status else why
-                raise ServerError(
-                    f"service '{svc.name}' is not healthy after install: {svc.health_url} "
-                    f"answered {said} (want {svc.config.health_status}); see "
-                    f"{plan.path('logs')}; the previous install is back")
-            time.sleep(0.2)
+        _wait_answer(systemd.unit_name(plan, svc.name), f"service '{svc.name}'",
+                     svc.health_url, svc.config.health_status, plan, layout, before, deadline)
+    exporter = systemd.unit_name(plan, systemd.EXPORTER)
+    if exporter in layout.units:  # the stack's metrics endpoint is part of what was asked
+        # It holds no state: systemd restarts it (Restart=on-failure) until the deadline.
+        _wait_answer(exporter, "the stack's metrics exporter", f"http://{plan.metrics}/metrics",
+                     200, plan, layout, None, deadline)
+
+
+def _wait_answer(unit: str, what: str, url: str, want: int, plan: Plan, layout: Layout,
+                 before: dict[str, int] | None, deadline: float) -> None:
+    """Until `url` answers `want`; a unit systemd had to restart fails at once, unless
+    `before` is None."""
+    while True:
+        if before is not None and unit in layout.units and \
+                _restarting(unit, before.get(unit, 0)):
+            raise ServerError(f"{what} failed to start under systemd ({unit}): "
+                              f"{_journal_tail(unit)}; the previous install is back")
+        status, why = health.http_status(url)
+        if status == want:
+            return
+        if time.monotonic() > deadline:
+            said = f"HTTP {status}" if status else why
+            if before is None:
+                said += "; journalctl -u " + unit + ": " + _journal_tail(unit)
+            raise ServerError(f"{what} is not healthy after install: {url} answered {said} "
+                              f"(want {want}); see {plan.path('logs')}; the previous install "
+                              "is back")
+        time.sleep(0.2)
+
+
+def _journal_tail(unit: str) -> str:
+    said = subprocess.run(["journalctl", "-u", unit, "-n", "1", "-o", "cat", "--no-pager"],
+                          capture_output=True, text=True, check=False).stdout.strip()
+    return said or "see journalctl -u " + unit
 
 
 def _active(unit: str) -> bool:
