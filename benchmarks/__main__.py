@@ -233,8 +233,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="wsgistack-bench-", dir="/tmp") as tmp:
         work = Path(tmp)
         work.chmod(0o755)
-        bare, layered = overhead.measure()
-        print(f"entry layers: {bare:.0f} ns bare, {layered:.0f} ns in the entry", flush=True)
+        layers = overhead.measure()
+        for what, ns in layers:
+            print(f"  in-process: {what}: {ns:.0f} ns", flush=True)
         print("A/B: wsgistack vs by hand (hello world)", flush=True)
         ab = ab_hello(args, work, backends)
         print("workloads per backend", flush=True)
@@ -256,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
                f"{args.processes} process(es) x {args.threads} thread(s); "
                f"{args.rounds} rounds; run took {time.perf_counter() - started:.0f}s")
     text = report.markdown(context, ab, [w[0] for w in WORKLOADS], table, memory, base, ups,
-                           (bare, layered), real, fronts, reloads)
+                           layers, real, fronts, reloads)
     args.out.write_text(text)
     png = report.chart(args.out.with_suffix(".png"), ab, base)
     print(text)

@@ -12,15 +12,16 @@ def _table(head: list[str], rows: list[list[str]]) -> list[str]:
 
 def markdown(context: str, ab: list[list[str]], workload_names: list[str],
              table: list[list[str]], memory: list[list[str]], base: list[list[str]],
-             ups: list[list[str]], layers: tuple[float, float],
+             ups: list[list[str]], layers: list[tuple[str, float]],
              real: list[list[str]], fronts: list[list[str]],
              reloads: list[list[str]] | None = None) -> str:
     lines = ["# wsgistack benchmarks", "", f"Run: {context}.", "",
              "## wsgistack vs the same server by hand (hello world, req/s, medians)", ""]
     lines += _table(["backend", "wsgistack", "by hand", "ratio", "rounds"], ab)
-    lines += [f"In-process, without the network: the hello app takes {layers[0]:.0f} ns a call, "
-              f"{layers[1]:.0f} ns inside the entry's layers (uniform errors, prefix mount, body "
-              f"limit, server quirks): +{layers[1] - layers[0]:.0f} ns a request.", ""]
+    lines += ["## What each of the entry's layers adds, in-process (hello world, ns a request)",
+              "", "Without the network, one interpreter: the first row is the app alone, each "
+              "other row what a layer adds to it (benchmarks/overhead.py).", ""]
+    lines += _table(["layer", "ns"], [[what, f"{ns:,.0f}"] for what, ns in layers])
     lines += ["## Workloads under each backend (deployed by wsgistack, req/s)", ""]
     lines += _table(["backend", *workload_names], table)
     lines += ["`err`: socket errors as wrk counts them (wrk counts a connection the server "

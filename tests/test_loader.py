@@ -313,3 +313,37 @@ def test_an_exception_out_of_the_app_is_one_500_until_the_body_has_begun():
                    lambda s, h, exc=None: None)
     with pytest.raises(ValueError, match="in the body"):
         list(late)
+
+
+def test_a_whole_answer_goes_through_the_layers_as_the_apps_own_list():
+    """granian sends a list in one write and iterates anything else from Rust, a chunk at a
+    time: the entry's layers must hand the app's list on, not a wrapper of it."""
+    from wsgistack.framing import strict_framing
+    from wsgistack.observe import observe
+
+    closed = []
+
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Length", "2")])
+        if environ["PATH_INFO"] == "/list":
+            return [b"ok"]
+
+        def pieces():
+            try:
+                yield b"ok"
+            finally:
+                closed.append(True)
+        return pieces()
+
+    # As entry.py stacks them, with a timeout (the watchdog on) and an access log.
+    inner = loader.mount(loader.uniform_errors(app), "/p")
+    layered = loader.watch_requests(loader.limit_body(inner, 1 << 20), 60)
+    entry = strict_framing(server_quirks(observe(layered, "s", "/dev/null"), ()))
+    env = {"REQUEST_METHOD": "GET", "PATH_INFO": "/p/list", "SERVER_PROTOCOL": "HTTP/1.1",
+           "wsgi.input": io.BytesIO()}
+    answer = entry(dict(env), lambda *a: None)
+    assert type(answer) is list and answer == [b"ok"]
+    streamed = entry({**env, "PATH_INFO": "/p/gen"}, lambda *a: None)
+    assert type(streamed) is not list and next(iter(streamed)) == b"ok" and not closed
+    streamed.close()  # the server's close reaches the app's generator through every layer
+    assert closed == [True]

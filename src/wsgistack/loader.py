@@ -439,6 +439,12 @@ def watch_requests(app: WSGIApp, timeout: float, end_process: bool = False) -> W
         except BaseException:
             inflight.pop(ident, None)
             raise
+        if type(result) is list:
+            # The whole answer is made: nothing of the app's is left to overrun. A list, not
+            # a wrapper, also keeps granian on its fast path (one write, not an iteration
+            # from Rust: 0.73 of granian by hand with it, in the benchmark).
+            inflight.pop(ident, None)
+            return result
         return _AfterClose(result, lambda: inflight.pop(ident, None))
 
     return watched
@@ -777,11 +783,14 @@ MAX_FIELD = 65536
 
 def _too_many_or_too_large(environ: dict[str, Any]) -> bool:
     # Counted only when the environ could hold that many; a value over the limit is looked
-    # for among the long ones alone: a plain request costs one pass, no list.
+    # for among the long ones alone: a plain request costs one pass, no list. A loop, not
+    # any() over a generator: half the time (1.1 against 2.0 us for 26 keys, here).
     if len(environ) > MAX_FIELDS and sum(k[:5] == "HTTP_" for k in environ) > MAX_FIELDS:
         return True
-    return any(type(v) is str and len(v) > MAX_FIELD and k[:5] == "HTTP_"
-               for k, v in environ.items())
+    for k, v in environ.items():
+        if type(v) is str and len(v) > MAX_FIELD and k[:5] == "HTTP_":
+            return True
+    return False
 
 
 def _last_hop(environ: dict[str, Any], key: str) -> str:

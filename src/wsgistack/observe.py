@@ -12,6 +12,9 @@ from __future__ import annotations
 
 # ---- copied into entries from here ----
 import atexit
+import bisect
+import collections
+import contextlib
 import json
 import os
 import random
@@ -27,46 +30,97 @@ _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct",
 # every request (pre-fork servers fork after this module is loaded).
 _PID = [os.getpid()]
 os.register_at_fork(after_in_child=lambda: _PID.__setitem__(0, os.getpid()))
+_STARTING = [threading.Lock()]  # a writer starts once per process (a new lock in a child)
+os.register_at_fork(after_in_child=lambda: _STARTING.__setitem__(0, threading.Lock()))
 
 
 class AccessLog:
-    """Lines appended to one file by every worker (O_APPEND: a line is one write), reopened
-    when the file was rotated; `-` is standard output (a container's log)."""
+    """Lines appended to one file by every worker, reopened when the file was rotated; `-`
+    is standard output (a container's log).
+
+    A request only appends its line to a queue; a thread of the worker's own writes what is
+    queued every FLUSH seconds in one write (O_APPEND: whole lines, never interleaved), and
+    at exit (nginx's `access_log ... buffer= flush=`). A write(2) per request cost more than
+    the rest of the entry here, and under granian, whose request threads hand the GIL back
+    and forth with its Rust side, it halved the requests a second."""
+
+    FLUSH = 0.1  # seconds: how late a line may reach the file (and `logs -f`)
 
     def __init__(self, path: str) -> None:
         self.path = path
         self._fd = -1
         self._inode = 0
-        self._checked = 0.0
-        self._pid = 0
+        self._pid = 0  # the process whose writer runs (a forked worker starts its own)
+        self._pending: collections.deque[str] = collections.deque()
+        self._lock = threading.Lock()
 
     def write(self, line: str) -> None:
-        data = line.encode("utf-8", "backslashreplace")
-        if self.path == "-":
-            sys.stdout.buffer.write(data)
-            sys.stdout.flush()
-            return
-        now = time.monotonic()
-        if self._fd < 0 or self._pid != _PID[0] or now - self._checked > 1.0:
-            self._reopen_if_rotated(now)
-        try:
-            os.write(self._fd, data)
-        except OSError:
-            self._fd = -1  # rotated away under us: the next line reopens
+        if self._pid != _PID[0]:
+            self._start()
+        self._pending.append(line)
 
-    def _reopen_if_rotated(self, now: float) -> None:
-        self._checked = now
+    def _start(self) -> None:
+        with _STARTING[0]:
+            if self._pid == _PID[0]:
+                return
+            if self._pid:  # forked: what is queued is the parent's to write
+                self._pending.clear()
+                self._fd = -1
+            self._lock = threading.Lock()
+            self._pid = _PID[0]
+            at_exit(self.flush)
+            threading.Thread(target=self._writer, name="wsgistack-access-log",
+                             daemon=True).start()
+
+    def _writer(self) -> None:
+        while True:
+            time.sleep(self.FLUSH)
+            try:
+                self.flush()
+            except Exception as exc:  # logging must never end the worker
+                sys.stderr.write(f"wsgistack: access log {self.path}: {exc}\n")
+
+    def flush(self) -> None:
+        with self._lock:
+            lines = []
+            with contextlib.suppress(IndexError):
+                while True:
+                    lines.append(self._pending.popleft())
+            if not lines:
+                return
+            data = "".join(lines).encode("utf-8", "backslashreplace")
+            if self.path == "-":
+                sys.stdout.buffer.write(data)
+                sys.stdout.flush()
+                return
+            self._reopen_if_rotated()
+            try:
+                os.write(self._fd, data)
+            except OSError:
+                self._fd = -1  # rotated away under us: the next flush reopens
+
+    def _reopen_if_rotated(self) -> None:
         try:
             inode = os.stat(self.path).st_ino
         except OSError:
             inode = -1
-        if self._fd >= 0 and inode == self._inode and self._pid == _PID[0]:
+        if self._fd >= 0 and inode == self._inode:
             return
-        if self._fd >= 0 and self._pid == _PID[0]:
+        if self._fd >= 0:
             os.close(self._fd)
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
         self._inode = os.fstat(self._fd).st_ino
-        self._pid = _PID[0]
+
+
+def at_exit(flush: Callable[[], object]) -> None:
+    """`flush` when the worker ends: at the interpreter's exit, and where a worker ends
+    without one (a multiprocessing child, as granian's are, leaves by os._exit after
+    threading's shutdown hooks)."""
+    atexit.register(flush)
+    register = getattr(threading, "_register_atexit", None)
+    if register is not None:
+        with contextlib.suppress(RuntimeError):  # already shutting down
+            register(flush)
 
 
 def _errors_to(path: str) -> TextIO:
@@ -171,25 +225,28 @@ class Metrics:
         from prometheus_client import Counter, Gauge, Histogram
 
         self.service = service
+        # No registry: the exporter reads the files; one in this process would only refuse a
+        # second Metrics (a second app in the interpreter, the benchmark's layers).
         self.requests = Counter("wsgistack_http_requests", "Requests answered.",
-                                ["service", "method", "code"])
+                                ["service", "method", "code"], registry=None)
         self.duration = Histogram("wsgistack_http_request_duration_seconds",
                                   "Time to answer a request.", ["service"],
-                                  buckets=DURATION_BUCKETS).labels(service)
+                                  buckets=DURATION_BUCKETS, registry=None).labels(service)
         self.in_flight = Gauge("wsgistack_http_requests_in_flight", "Requests being answered.",
-                               ["service"], multiprocess_mode="livesum").labels(service)
+                               ["service"], multiprocess_mode="livesum",
+                               registry=None).labels(service)
         self.request_size = Histogram("wsgistack_http_request_size_bytes",
                                       "Request bodies (declared length).", ["service"],
-                                      buckets=SIZE_BUCKETS).labels(service)
+                                      buckets=SIZE_BUCKETS, registry=None).labels(service)
         self.response_size = Histogram("wsgistack_http_response_size_bytes",
                                        "Response bodies sent.", ["service"],
-                                       buckets=SIZE_BUCKETS).labels(service)
+                                       buckets=SIZE_BUCKETS, registry=None).labels(service)
         self._counters: dict[tuple[str, int], Any] = {}
         self._live = 0  # requests in flight in this process
         self._pending: list[tuple[str, int, float, int, int]] = []
         self._counting = threading.Lock()  # held for an addition: a worker's threads share
         self._lock = threading.Lock()
-        atexit.register(self.flush)
+        at_exit(self.flush)
         threading.Thread(target=self._flusher, name="wsgistack-metrics", daemon=True).start()
 
     def begin(self) -> None:
@@ -214,16 +271,47 @@ class Metrics:
             with self._counting:
                 pending, self._pending, live = self._pending, [], self._live
             self.in_flight.set(live)
-            for method, status, seconds, received, sent in pending:
+            counts: dict[tuple[str, int], int] = {}
+            durations, received, sent = [], [], []
+            for method, status, seconds, got, gave in pending:
                 key = (method if method in _METHODS else "other", status)
+                counts[key] = counts.get(key, 0) + 1
+                durations.append(seconds)
+                received.append(got)
+                sent.append(gave)
+            for key, count in counts.items():
                 counter = self._counters.get(key)
                 if counter is None:
                     counter = self._counters[key] = self.requests.labels(
-                        self.service, key[0], str(status))
-                counter.inc()
-                self.duration.observe(seconds)
-                self.request_size.observe(received)
-                self.response_size.observe(sent)
+                        self.service, key[0], str(key[1]))
+                counter.inc(count)
+            for histogram, values in ((self.duration, durations),
+                                      (self.request_size, received),
+                                      (self.response_size, sent)):
+                _observe_all(histogram, values)
+
+
+def _observe_all(histogram: Any, values: list[float] | list[int]) -> None:
+    """`histogram.observe(v)` for each value, with one write per bucket and one for the sum:
+    in multiprocess mode each write takes a lock and touches a file's page, and a busy
+    worker has thousands of values a second. Through the histogram's own bounds, buckets and
+    sum (what observe() uses); where a prometheus_client lacks them, observe() each."""
+    bounds = getattr(histogram, "_upper_bounds", None)
+    buckets = getattr(histogram, "_buckets", None)
+    total = getattr(histogram, "_sum", None)
+    if not values:
+        return
+    if bounds is None or buckets is None or total is None or len(bounds) != len(buckets):
+        for value in values:
+            histogram.observe(value)
+        return
+    counts = [0] * len(bounds)
+    for value in values:
+        counts[bisect.bisect_left(bounds, value)] += 1  # the first bound >= value
+    total.inc(sum(values))
+    for bucket, count in zip(buckets, counts, strict=True):
+        if count:
+            bucket.inc(count)
 
 
 def observe(app: Callable[..., Any], service: str, log_path: str, fmt: str = "combined",

@@ -57,10 +57,9 @@ def copy_tree(source: Path, target: Path) -> None:
 
 
 def collect(plan: Plan, where: Path) -> None:
-    """The stack's logs, configs, entries and status, into `where` (while it is still up:
-    the status is read from the running processes)."""
+    """The stack's configs, entries and status, into `where` (while it is still up: the
+    status is read from the running processes)."""
     state = Path(plan.state)
-    copy_tree(state / "logs", where / "logs")
     copy_tree(state / "conf", where / "etc" / "conf")
     copy_tree(state / "entries", where / "etc" / "entries")
     for target in (*(t for s in plan.services for t, _ in s.provision.templates),
@@ -69,6 +68,10 @@ def collect(plan: Plan, where: Path) -> None:
             copy_masked(Path(target), where / "etc" / Path(target).relative_to(state))
     (where / "status.json").write_text(json.dumps(status(plan), indent=1) + "\n",
                                        encoding="utf-8")
+
+
+def collect_logs(plan: Plan, where: Path) -> None:
+    copy_tree(Path(plan.state) / "logs", where / "logs")
 
 
 def status(plan: Plan) -> dict[str, Any]:

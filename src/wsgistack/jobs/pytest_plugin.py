@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Generator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,7 @@ from wsgistack.errors import WsgistackError
 from wsgistack.jobs import environment, runner
 from wsgistack.jobs.job import select
 from wsgistack.lifecycle.processes import Running
+from wsgistack.observe import AccessLog
 from wsgistack.plan import Plan
 
 TAIL = 20  # lines of each log a failing test's report shows
@@ -165,6 +167,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
     if report.when != "call" or not report.failed:
         return
     before = item.stash.get(_offsets, {})
+    time.sleep(2 * AccessLog.FLUSH)  # the workers write their access lines that often
     for path in _logs():
         with open(path, "rb") as fh:
             fh.seek(before.get(str(path), 0))

@@ -33,6 +33,7 @@ from wsgistack.jobs.job import FAILED, PASSED, STACK_FAILED, TIMED_OUT, Job, Out
 from wsgistack.lifecycle import preflight
 from wsgistack.lifecycle.processes import Running
 from wsgistack.manifest import Manifest
+from wsgistack.observe import AccessLog
 
 STOP_WAIT = 10.0  # seconds the command's processes get after SIGTERM, before SIGKILL
 NOT_STARTED = 127  # the shell's status for a command that cannot be run
@@ -74,6 +75,10 @@ def fresh(m: Manifest, backend: str) -> plans.Plan:
 def down(p: plans.Plan, running: list[Running]) -> None:
     """A test stack stopped, its state dir removed."""
     runtime.stop_stack(p.state, running)
+    _remove(p)
+
+
+def _remove(p: plans.Plan) -> None:
     shutil.rmtree(p.state, ignore_errors=True)
     with contextlib.suppress(OSError):
         os.rmdir(os.path.dirname(p.state))  # STATE/test, when no other is left
@@ -164,14 +169,21 @@ def run_backend(job: Job, backend: str) -> Outcome:
 
 
 def _finish(job: Job, p: plans.Plan, where: Path, running: list[Running]) -> None:
-    """Artifacts collected, the stack down (unless kept) and its state dir removed."""
+    """Artifacts collected, the stack down (unless kept) and its state dir removed. The logs
+    are taken once the servers have stopped: their workers write the last access lines as
+    they exit."""
     try:
         artifacts.collect(p, where)
         if job.results:
             artifacts.keep_results(job.manifest.root / job.results, where)
     finally:
-        if not (job.keep and running):
-            down(p, running)
+        if job.keep and running:
+            time.sleep(2 * AccessLog.FLUSH)  # the lines of the last requests, written
+            artifacts.collect_logs(p, where)
+        else:
+            runtime.stop_stack(p.state, running)
+            artifacts.collect_logs(p, where)
+            _remove(p)
 
 
 class _Terminated(KeyboardInterrupt):
