@@ -194,6 +194,28 @@ def test_installed_units_start_reload_and_stop_under_systemd(booted, backend):
         assert not (sd.root / path).exists(), path
 
 
+def test_installed_mod_wsgi_is_counted_by_the_exporter(booted):
+    """mod_wsgi's daemons are Apache's, with no unit to make their metrics dirs:
+    systemd-tmpfiles' file makes them (now, and at every boot), the exporter counts them."""
+    sd = booted
+    port, metrics = free_port(), free_port(1)
+    (sd.root / "opt/stack").mkdir(exist_ok=True)
+    (sd.root / "opt/stack/wsgistack.toml").write_text(STACK.format(port=port, metrics=metrics))
+    tmpfiles = sd.root / "etc/tmpfiles.d/wsgistack-sd.conf"
+    done = sd.run("/opt/wsgistack/bin/wsgistack", "-f", "/opt/stack/wsgistack.toml", "install",
+                  "--backend", "mod_wsgi", "--port", str(port), timeout=300)
+    try:
+        assert done.returncode == 0, done.stderr
+        assert "d /run/wsgistack/sd/metrics/hello 0700 wsgistack wsgistack -" in \
+            tmpfiles.read_text()
+        _the_exporter_counts(sd, metrics, port)
+    finally:
+        gone = sd.run("/opt/wsgistack/bin/wsgistack", "-f", "/opt/stack/wsgistack.toml",
+                      "uninstall", "--purge")
+    assert gone.returncode == 0, gone.stderr
+    assert not tmpfiles.exists() and not (sd.root / "run/wsgistack/sd/metrics").exists()
+
+
 def _the_exporter_counts(sd: systemd_root.Booted, metrics_port: int, hello: int) -> None:
     """The installed stack's metrics endpoint, as `up` has it: a unit of its own, a user of
     its own, the services' requests counted (each worker writes them once a second)."""

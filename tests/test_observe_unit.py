@@ -86,7 +86,7 @@ def test_metrics_written_in_batches_read_as_if_each_request_was_observed(tmp_pat
     histogram as prometheus_client's observe() for each value would have written."""
     metrics = tmp_path / "m"
     metrics.mkdir()
-    done = _run(f"""
+    done = _run("""
         import random
         from prometheus_client import CollectorRegistry, Histogram, generate_latest
         from prometheus_client.multiprocess import MultiProcessCollector

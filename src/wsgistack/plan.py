@@ -266,10 +266,8 @@ def exports_here(plan: Plan) -> bool:
 
 def counts_requests(plan: Plan) -> bool:
     """Whether the entries write request metrics: where an exporter of ours reads them (a
-    local stack; installed, beside the units, but for mod_wsgi, whose daemons are Apache's
-    and have no runtime dir of their own)."""
-    return exports_here(plan) or (bool(plan.metrics) and plan.target == "host"
-                                  and plan.backend != "mod_wsgi")
+    local stack; installed, beside the units)."""
+    return exports_here(plan) or (bool(plan.metrics) and plan.target == "host")
 METRICS_PACKAGE = "prometheus_client"
 
 

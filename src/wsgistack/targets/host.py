@@ -126,6 +126,22 @@ def _logrotate(plan: Plan, kinds: dict[str, str], site: Site | None,
     return "\n".join(out) + "\n"
 
 
+def _unitless_metrics_dirs(plan: Plan, with_units: set[str]) -> list[HostFile]:
+    """The metrics dirs of services with no unit to make them (mod_wsgi's daemons are
+    Apache's): made now, and by systemd-tmpfiles at every boot (/run is emptied)."""
+    services = [svc for svc in plan.services if svc.name not in with_units]
+    if not services:
+        return []
+    top = plan.path("metrics")
+    dirs = [HostFile(top, None, 0o755),
+            *(HostFile(plan.path("metrics", svc.name), None, 0o700, svc.user, svc.group)
+              for svc in services)]
+    lines = ["# wsgistack: the metrics dirs of the services Apache's mod_wsgi runs",
+             *(f"d {d.path} {d.mode:04o} {d.user} {d.group} -" for d in dirs)]
+    return [*dirs, HostFile(f"/etc/tmpfiles.d/wsgistack-{plan.name}.conf",
+                            "\n".join(lines) + "\n")]
+
+
 def render(plan: Plan, backend: Backend, manifest_text: str) -> Layout:
     """Everything `install` puts on the host for `plan` (built with `target(...)`)."""
     files: list[HostFile] = [
@@ -166,6 +182,7 @@ def render(plan: Plan, backend: Backend, manifest_text: str) -> Layout:
         owned[units[svc.name]] = (unit_file, *(
             path for rel in service_files(svc) if (path := plan.path(rel)) in rendered))
     if counts_requests(plan):
+        files += _unitless_metrics_dirs(plan, set(units))
         name = systemd.unit_name(plan, systemd.EXPORTER)
         unit_file = os.path.join(UNITS, name)
         files.append(HostFile(unit_file, systemd.exporter_unit(plan, sys.executable)))
