@@ -349,8 +349,14 @@ def observe(app: Callable[..., Any], service: str, log_path: str, fmt: str = "co
 
         def start(status: str, headers: list[tuple[str, str]], *exc: Any) -> Any:
             answer["status"] = status
-            answer["headers"] = headers
-            if not any(k.lower() == "x-request-id" for k, _ in headers):
+            has_id = False
+            for key, value in headers:  # one pass, no generator: this runs every request
+                lower = key.lower()
+                if lower == "x-request-id":
+                    has_id = True
+                elif lower == "x-openstack-request-id":
+                    answer["app_id"] = value
+            if not has_id:
                 headers = [*headers, ("X-Request-Id", request_id)]
             return start_response(status, headers, *exc)
 
@@ -372,8 +378,6 @@ def observe(app: Callable[..., Any], service: str, log_path: str, fmt: str = "co
                              int(length) if length.isdigit() else 0, sent)
             if log is None:
                 return
-            app_id = next((v for k, v in answer.get("headers", ())
-                           if k.lower() == "x-openstack-request-id"), "")
             query = environ.get("QUERY_STRING", "")
             path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
             log.write(line({
@@ -383,7 +387,8 @@ def observe(app: Callable[..., Any], service: str, log_path: str, fmt: str = "co
                 "protocol": environ.get("SERVER_PROTOCOL", "-"),
                 "status": status, "bytes": sent, "referer": environ.get("HTTP_REFERER", ""),
                 "user_agent": agent, "duration_us": int(seconds * 1e6),
-                "request_id": request_id, "app_request_id": app_id, "service": service,
+                "request_id": request_id, "app_request_id": answer.get("app_id", ""),
+                "service": service,
             }, fmt))
 
         try:
