@@ -8,6 +8,7 @@ from different runs do not compare.
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
 import tempfile
@@ -230,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     started = time.perf_counter()
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="wsgistack-bench-", dir="/tmp") as tmp:
         work = Path(tmp)
         work.chmod(0o755)
@@ -255,7 +257,10 @@ def main(argv: list[str] | None = None) -> int:
     context = (f"{platform.node()}, {platform.machine()}, Linux {platform.release()}; "
                f"wrk -t2 -c{args.connections} -d{args.duration:g}s; "
                f"{args.processes} process(es) x {args.threads} thread(s); "
-               f"{args.rounds} rounds; run took {time.perf_counter() - started:.0f}s")
+               f"{args.rounds} rounds; run took {time.perf_counter() - started:.0f}s; "
+               # Other work on the machine moves the figures more than anything measured.
+               f"load average {load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the "
+               "end")
     text = report.markdown(context, ab, [w[0] for w in WORKLOADS], table, memory, base, ups,
                            layers, real, fronts, reloads)
     args.out.write_text(text)
