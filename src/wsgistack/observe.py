@@ -68,17 +68,7 @@ class AccessLog:
                 self._fd = -1
             self._lock = threading.Lock()
             self._pid = _PID[0]
-            at_exit(self.flush)
-            threading.Thread(target=self._writer, name="wsgistack-access-log",
-                             daemon=True).start()
-
-    def _writer(self) -> None:
-        while True:
-            time.sleep(self.FLUSH)
-            try:
-                self.flush()
-            except Exception as exc:  # logging must never end the worker
-                sys.stderr.write(f"wsgistack: access log {self.path}: {exc}\n")
+            written_by_a_thread(self.flush, self.FLUSH, f"access log {self.path}")
 
     def flush(self) -> None:
         with self._lock:
@@ -112,15 +102,24 @@ class AccessLog:
         self._inode = os.fstat(self._fd).st_ino
 
 
-def at_exit(flush: Callable[[], object]) -> None:
-    """`flush` when the worker ends: at the interpreter's exit, and where a worker ends
-    without one (a multiprocessing child, as granian's are, leaves by os._exit after
-    threading's shutdown hooks)."""
+def written_by_a_thread(flush: Callable[[], object], every: float, what: str) -> None:
+    """`flush` every `every` seconds by a thread of this process, and when the worker ends:
+    at the interpreter's exit, and where a worker ends without one (a multiprocessing child,
+    as granian's are, leaves by os._exit after threading's shutdown hooks)."""
+    def loop() -> None:
+        while True:
+            time.sleep(every)
+            try:
+                flush()
+            except Exception as exc:  # seeing must never end the worker
+                sys.stderr.write(f"wsgistack: {what}: {exc}\n")
+
     atexit.register(flush)
     register = getattr(threading, "_register_atexit", None)
     if register is not None:
         with contextlib.suppress(RuntimeError):  # already shutting down
             register(flush)
+    threading.Thread(target=loop, name="wsgistack-" + what.split()[0], daemon=True).start()
 
 
 def _errors_to(path: str) -> TextIO:
@@ -246,8 +245,7 @@ class Metrics:
         self._pending: list[tuple[str, int, float, int, int]] = []
         self._counting = threading.Lock()  # held for an addition: a worker's threads share
         self._lock = threading.Lock()
-        at_exit(self.flush)
-        threading.Thread(target=self._flusher, name="wsgistack-metrics", daemon=True).start()
+        written_by_a_thread(self.flush, self.FLUSH, f"metrics of {service}")
 
     def begin(self) -> None:
         with self._counting:
@@ -257,14 +255,6 @@ class Metrics:
         with self._counting:
             self._live -= 1
             self._pending.append((method, status, seconds, received, sent))
-
-    def _flusher(self) -> None:
-        while True:
-            time.sleep(self.FLUSH)
-            try:
-                self.flush()
-            except Exception as exc:  # counting must never end the worker
-                sys.stderr.write(f"wsgistack: metrics of {self.service}: {exc}\n")
 
     def flush(self) -> None:
         with self._lock:
