@@ -562,7 +562,10 @@ def _start(plan: Plan, layout: Layout, progress: Progress, changed: set[str]) ->
     answers its health check, where something here runs them."""
     before = {u: _unit_state(u)[1] for u in layout.units} if systemd_running() else {}
     _run_units(layout, progress, changed)
-    if systemd_running() or not layout.units:
+    exporter = systemd.unit_name(plan, systemd.EXPORTER)
+    # Without systemd, what runs in a unit waits for the next boot; mod_wsgi's services are
+    # Apache's and answer now.
+    if systemd_running() or not [u for u in layout.units if u != exporter]:
         _wait_healthy(plan, layout, before)
         progress("every service healthy")
         provision.run_after_up(plan, progress)
@@ -602,7 +605,7 @@ def _wait_healthy(plan: Plan, layout: Layout, before: dict[str, int]) -> None:
         _wait_answer(systemd.unit_name(plan, svc.name), f"service '{svc.name}'",
                      svc.health_url, svc.config.health_status, plan, layout, before, deadline)
     exporter = systemd.unit_name(plan, systemd.EXPORTER)
-    if exporter in layout.units:  # the stack's metrics endpoint is part of what was asked
+    if exporter in layout.units and systemd_running():  # the metrics endpoint was asked for
         # It holds no state: systemd restarts it (Restart=on-failure) until the deadline.
         _wait_answer(exporter, "the stack's metrics exporter", f"http://{plan.metrics}/metrics",
                      200, plan, layout, None, deadline)
