@@ -362,7 +362,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         args=tuple(args.app_args) or svc.args,
     )
     state = Path(m.state_path, "serve", svc.name)
-    single = dataclasses.replace(m, services=(svc,))
+    needed = tuple(check.with_needs(m, svc.name)[:-1]) if svc.name in names else ()
+    single = dataclasses.replace(m, services=(*needed, svc))
     p = _built(plan.build(single, resolve(m, args.backend), state=state, whole=m))
     running = runtime.up(p, lambda msg: _say(f"  {msg}"), after_up=False)
     _show(catalog_table(p, running))
