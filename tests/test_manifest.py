@@ -178,3 +178,20 @@ def test_needs_come_first_each_once_and_a_cycle_is_one_line(tmp_path):
     assert [s.name for s in check.with_needs(m, "nova")] == ["nova"]
     with pytest.raises(ServerError, match=r"^service 'x' needs itself through x -> y -> x$"):
         check.with_needs(m, "x")
+
+
+def test_check_base_port_moves_the_checks_ports_not_the_stacks(tmp_path, monkeypatch):
+    """`check --base-port` places the check's own stack; the other services, which a
+    checked service reaches through `${services.NAME.url}`, stay on the stack's ports."""
+    (tmp_path / "wsgistack.toml").write_text(
+        '[stack]\nbase_port = 9100\n[services.a]\napp = "m:a"\n')
+    seen = []
+
+    def fake_run(m, service, backends, progress, paths, strict, base_port):
+        seen.append((m.stack.base_port, base_port))
+        return {}, {}
+
+    monkeypatch.setattr(check, "run", fake_run)
+    res = run_cli("check", "a", "--backends", "granian", "--base-port", "9700", cwd=tmp_path)
+    assert res.code == 0, res.err
+    assert seen == [(9100, 9700)]
