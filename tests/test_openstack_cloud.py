@@ -282,6 +282,8 @@ PG_MANIFEST = ("-f", "cloud-postgresql.toml")
 PG_BACKEND = "apache+uwsgi"
 DATABASES = ["keystone", "placement", "glance", "nova_api", "nova", "nova_cell0", "neutron",
              "cinder"]
+PG_WORKERS = {"keystone": 4, "placement": 2, "glance": 2, "nova": 2, "nova-metadata": 2,
+              "neutron": 2, "cinder": 2, "barbican": 1}
 NETWORK_CLIENTS, NETWORK_ROUNDS = 4, 5  # x 2 calls: 40 concurrent Neutron writes, bounded
 
 
@@ -317,9 +319,12 @@ def test_cloud_on_postgresql(cloud_pg: tuple[Stack, str]) -> None:
         assert server.split("@")[0] not in res.out + res.err  # the password: never shown
         # Every database on the server but Barbican's (cloud-postgresql.toml says why).
         assert [p.name for p in state.glob("data/*/*.sqlite")] == ["barbican.sqlite"]
+        # Each API's uWSGI workers (its leader's children): more where the server takes
+        # concurrent writers.
         running = processes.load_state(str(state))
-        print("WORKERS", {r.name: len(processes.descendants(r.pid))
-                          for r in (running.procs if running else [])})
+        workers = {r.name: len(processes.descendants(r.pid))
+                   for r in (running.procs if running else [])}
+        assert {k: workers.get(k) for k in PG_WORKERS} == PG_WORKERS, workers
         urls = {s["name"]: s["url"] for s in json.loads(_front(stack, state))["services"]}
         osc = Osc(urls["keystone"])
         tag = f"pg-{uuid.uuid4().hex[:6]}"

@@ -1,9 +1,9 @@
 """Make Neutron's database: its tables from the models, then stamped at the migrations'
 heads (`neutron-db-manage stamp heads`, the next setup command), as Neutron's own tests do.
 On sqlite `neutron-db-manage upgrade heads` cannot run (its migrations ALTER constraints,
-which sqlite has no statement for); on PostgreSQL it could, and gives the same tables (the
-models are tested against the migrations), one migration at a time. Safe to run again:
-tables already there are kept.
+which sqlite has no statement for); on PostgreSQL (cloud-postgresql.toml) the same script
+keeps one way for both (Neutron tests its models against its migrations). Safe to run
+again: tables already there are kept.
 
     neutron_db.py NEUTRON_CONF
 
