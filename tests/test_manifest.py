@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import run_cli
-from wsgistack import manifest
+from wsgistack import check, manifest
 from wsgistack.backends import resolve
-from wsgistack.errors import ManifestError
+from wsgistack.errors import ManifestError, ServerError
 
 GOOD = """
 [stack]
@@ -65,6 +65,10 @@ def test_default_prefix_is_the_service_name(tmp_path):
     ('[services.metrics]\napp = "m:a"\n', r"services.metrics: 'metrics' is the name of the "
      r"metrics exporter's process; name the service otherwise"),
     ('[services.a\n', r"wsgistack.toml: -: not valid TOML"),
+    ('[services.nova]\napp = "m:a"\n[services.meta]\napp = "m:b"\nneeds = ["nvoa"]\n',
+     r"services.meta.needs: 'nvoa' is not another service of the stack; did you mean 'nova'\?"),
+    ('[services.a]\napp = "m:a"\nneeds = ["a"]\n',
+     r"services.a.needs: 'a' is not another service of the stack$"),
 ])
 def test_manifest_errors_name_file_and_key(tmp_path, text, message):
     with pytest.raises(ManifestError, match=message):
@@ -148,3 +152,46 @@ def test_an_unknown_backend_is_named_with_the_manifest(tmp_path):
     with pytest.raises(ManifestError, match=r"wsgistack.toml: stack.backend: unknown backend "
                        r"'gunicron'; did you mean 'gunicorn'\? \(known: granian, "):
         resolve(m)
+
+
+NEEDS = """
+[services.nova]
+app = "m:a"
+[services.meta]
+app = "m:b"
+needs = ["nova"]
+[services.edge]
+app = "m:c"
+needs = ["meta", "nova"]
+[services.x]
+app = "m:x"
+needs = ["y"]
+[services.y]
+app = "m:y"
+needs = ["x"]
+"""
+
+
+def test_needs_come_first_each_once_and_a_cycle_is_one_line(tmp_path):
+    m = load(tmp_path, NEEDS)
+    assert [s.name for s in check.with_needs(m, "edge")] == ["nova", "meta", "edge"]
+    assert [s.name for s in check.with_needs(m, "nova")] == ["nova"]
+    with pytest.raises(ServerError, match=r"^service 'x' needs itself through x -> y -> x$"):
+        check.with_needs(m, "x")
+
+
+def test_check_base_port_moves_the_checks_ports_not_the_stacks(tmp_path, monkeypatch):
+    """`check --base-port` places the check's own stack; the other services, which a
+    checked service reaches through `${services.NAME.url}`, stay on the stack's ports."""
+    (tmp_path / "wsgistack.toml").write_text(
+        '[stack]\nbase_port = 9100\n[services.a]\napp = "m:a"\n')
+    seen = []
+
+    def fake_run(m, service, backends, progress, paths, strict, base_port):
+        seen.append((m.stack.base_port, base_port))
+        return {}, {}
+
+    monkeypatch.setattr(check, "run", fake_run)
+    res = run_cli("check", "a", "--backends", "granian", "--base-port", "9700", cwd=tmp_path)
+    assert res.code == 0, res.err
+    assert seen == [(9100, 9700)]

@@ -4,6 +4,7 @@ and removes after."""
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import os
@@ -31,9 +32,11 @@ def _as_postgres(*argv: str) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *argv] if os.geteuid() == 0 else list(argv)
 
 
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[str]:
-    """A PostgreSQL server of its own; yields a database URL for Keystone."""
+@contextlib.contextmanager
+def postgres_server(user: str, databases: list[str]) -> Iterator[str]:
+    """A PostgreSQL server of its own, with `user` owning `databases`; yields the server's
+    URL for SQLAlchemy without a database (`postgresql+psycopg2://USER:PW@127.0.0.1:PORT`).
+    Stopped and removed on the way out, also on failure."""
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres"))
     assert found, "no PostgreSQL server: tools/test.sh installs Debian's postgresql"
     bin_dir = Path(found[-1]).parent
@@ -57,15 +60,23 @@ def postgres() -> Iterator[str]:
                 (root / "server.log").read_text()
             time.sleep(0.1)
         password = secrets.token_hex(12)
+        sql = [f"CREATE ROLE {user} LOGIN PASSWORD '{password}'",
+               *(f"CREATE DATABASE {name} OWNER {user}" for name in databases)]
         subprocess.run(_as_postgres(
             str(bin_dir / "psql"), "-q", "-h", str(root), "-p", str(port), "-U", "postgres",
-            "-c", f"CREATE ROLE keystone LOGIN PASSWORD '{password}'",
-            "-c", "CREATE DATABASE keystone OWNER keystone"), check=True, capture_output=True)
-        yield f"postgresql+psycopg2://keystone:{password}@127.0.0.1:{port}/keystone"
+            *(arg for stmt in sql for arg in ("-c", stmt))), check=True, capture_output=True)
+        yield f"postgresql+psycopg2://{user}:{password}@127.0.0.1:{port}"
     finally:
         os.killpg(server.pid, signal.SIGINT)  # fast shutdown
         server.wait(30)
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[str]:
+    """A database URL for Keystone on a server of its own."""
+    with postgres_server("keystone", ["keystone"]) as server:
+        yield f"{server}/keystone"
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -271,3 +272,15 @@ def test_the_cluster_balancer_routes_by_prefix_and_passes_haproxy_c(tmp_path):
     done = subprocess.run(["haproxy", "-c", "-f", str(tmp_path / "haproxy.cfg")],
                           capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_apache_prefix_pattern_has_no_backslash_to_be_kept():
+    """Apache keeps a backslash in a quoted argument as it is: the outside-the-prefix rule's
+    `\\-` matched a backslash, and /key-manager (Barbican's) was 404 under Apache."""
+    from wsgistack.backends import apache
+
+    pattern = apache._literal("/key-manager.v1")
+    assert "\\" not in pattern
+    rule = re.compile(f"^({pattern})(/|$)")
+    assert rule.match("/key-manager.v1/x") and rule.match("/key-manager.v1")
+    assert not rule.match("/key-managerXv1/") and not rule.match("/key\\-manager.v1/")

@@ -27,7 +27,7 @@ from wsgistack import plan as plans
 from wsgistack import runtime
 from wsgistack.backends import BACKENDS, get
 from wsgistack.errors import ServerError, WsgistackError
-from wsgistack.manifest import Manifest
+from wsgistack.manifest import Manifest, ServiceConfig
 
 UPLOAD = 5 * 1024 * 1024
 STREAM = 8 * 1024 * 1024
@@ -336,8 +336,11 @@ def run_one(m: Manifest, service: str, backend: str, rows: list[Check],
     svc = dataclasses.replace(
         svc, port=0, max_body=LIMIT, processes=min(svc.processes, 2),
         env={**svc.env, **({"WSGISTACK_VALIDATE": "1"} if strict else {})})
+    # The services whose files it reads come up beside it (first: their setup makes them).
+    needed = tuple(dataclasses.replace(n, port=0, processes=min(n.processes, 2))
+                   for n in with_needs(m, service)[:-1])
     alone = dataclasses.replace(
-        m, services=(svc,),
+        m, services=(*needed, svc),
         stack=dataclasses.replace(m.stack, base_port=base_port, host="127.0.0.1"))
     state = Path(m.state_path, "check", backend.replace("+", "-"))
     p = plans.build(alone, get(backend), state=state, whole=m)
@@ -346,13 +349,32 @@ def run_one(m: Manifest, service: str, backend: str, rows: list[Check],
     except WsgistackError as exc:  # its logs are the check stack's, not the stack's
         raise ServerError(f"{exc} (logs: {p.state}/logs/)") from None
     try:
-        url = urlsplit(p.services[0].public_url)
+        url = urlsplit(p.services[-1].public_url)
         target = Target(url.hostname or "127.0.0.1", url.port or 80, svc.prefix)
         probe = _is_probe(target)
         return {c.name: c.run(target) if probe or not c.kind.startswith("probe") else "-"
                 for c in rows}
     finally:
         runtime.stop_stack(p.state, running)
+
+
+def with_needs(m: Manifest, service: str) -> list[ServiceConfig]:
+    """`service` and the services it `needs`, theirs included, each once, in the order they
+    are set up: what it needs before it, `service` itself last."""
+    out: list[ServiceConfig] = []
+
+    def visit(name: str, seen: tuple[str, ...]) -> None:
+        if name in seen:
+            raise ServerError(f"service '{name}' needs itself through "
+                              f"{' -> '.join((*seen, name))}")
+        svc = m.service(name)
+        for need in svc.needs:
+            visit(need, (*seen, name))
+        if svc not in out:
+            out.append(svc)
+
+    visit(service, ())
+    return out
 
 
 def run(m: Manifest, service: str, backends: list[str], progress: Callable[[str], None],

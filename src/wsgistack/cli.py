@@ -362,7 +362,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         args=tuple(args.app_args) or svc.args,
     )
     state = Path(m.state_path, "serve", svc.name)
-    single = dataclasses.replace(m, services=(svc,))
+    needed = tuple(check.with_needs(m, svc.name)[:-1]) if svc.name in names else ()
+    single = dataclasses.replace(m, services=(*needed, svc))
     p = _built(plan.build(single, resolve(m, args.backend), state=state, whole=m))
     running = runtime.up(p, lambda msg: _say(f"  {msg}"), after_up=False)
     _show(catalog_table(p, running))
@@ -372,7 +373,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    m = _load(args)
+    # Not _load: --base-port moves the check's own ports only. The stack's other services
+    # stay where its own `up` puts them (a checked service's `${services.keystone.url}`):
+    # moved too, they fell on the check's ports, and Nova's metadata API, checked alone
+    # under granian, called itself for Keystone and hung its one worker.
+    m = manifest.find(args.file, Path.cwd())
     _plan(args, m)  # the manifest's secrets are masked in what the checks print
     paths = [check.PathCheck.parse(text) for text in args.path]
     results, skipped = check.run(m, args.service, check.select(args.backends),

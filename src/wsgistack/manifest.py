@@ -204,6 +204,12 @@ class ServiceConfig:
         "service's `${variables}`, as devstack writes its own: clouds `${stack}` (a member "
         "user and project) and `${stack}-admin`. Test commands and `wsgistack env` then get "
         "`OS_CLIENT_CONFIG_FILE` and `OS_CLOUD=<stack>-admin`.")
+    needs: tuple[str, ...] = setting(
+        (), "Other services of the stack whose files this one reads (their rendered "
+        "templates, what their setup made: Nova's metadata API reads the compute API's "
+        "nova.conf and databases). `check` and `serve`, which run one service alone, bring "
+        "these up beside it."
+    )
     pass_env: tuple[str, ...] = setting(
         (), "Variables of the caller's environment passed to the service. Servers otherwise "
         "start from a clean environment: `PATH`, `LANG`, `LC_ALL`, `TZ` (when set), the app "
@@ -513,6 +519,14 @@ def _check_unique(services: list[ServiceConfig], path: str) -> None:
                 f"{svc.port} is already the port of service '{seen_port[svc.port]}'",
             )
         seen_port[svc.port] = svc.name
+    names = [svc.name for svc in services]
+    for svc in services:
+        for need in svc.needs:
+            if need not in names or need == svc.name:
+                raise ManifestError(
+                    path, f"services.{svc.name}.needs",
+                    f"'{need}' is not another service of the stack"
+                    + did_you_mean(need, [n for n in names if n != svc.name]))
     clouds = [svc.name for svc in services if svc.clouds]
     if len(clouds) > 1:
         raise ManifestError(path, f"services.{clouds[1]}.clouds", "the stack has one "

@@ -83,13 +83,23 @@ def document_root(plan: Plan) -> list[str]:
             "</Directory>"]
 
 
+def _literal(text: str) -> str:
+    r"""A regex matching `text` alone, with no backslash where it can be helped: in a quoted
+    argument Apache keeps `\\` as two backslashes (only `\"` is an escape), so re.escape's
+    `\-`, quoted, matched a backslash, and every request to /key-manager was "outside the
+    prefix" (404). `^`, `\\` and `]`, which a URL path only carries percent-encoded, keep
+    re.escape's form."""
+    return "".join(c if c.isalnum() or c in "/_" else re.escape(c) if c in "^\\]"
+                   else f"[{c}]" for c in text)
+
+
 def outside_prefixes(plan: Plan) -> list[str]:
     """A path outside every prefix: the 404 every backend gives (the entry's own, nginx's
     `return`), decided before any file is looked at, so nothing lands in the error log."""
     prefixes = sorted({s.prefix.rstrip("/") for s in plan.services}, key=len, reverse=True)
     if "" in prefixes:  # a service at the root serves every path
         return []
-    served = "|".join(re.escape(p) for p in prefixes)
+    served = "|".join(_literal(p) for p in prefixes)
     return ["RewriteEngine On",
             f"RewriteCond %{{REQUEST_URI}} {q(f'!^({served})(/|$)')}",
             "RewriteRule ^ - [R=404,L,E=WSGISTACK_OUTSIDE:1]",
