@@ -267,9 +267,9 @@ def exports_here(plan: Plan) -> bool:
 def counts_requests(plan: Plan) -> bool:
     """Whether the entries write request metrics: where an exporter of ours reads them (a
     local stack; installed, beside the units, but for mod_wsgi, whose daemons are Apache's
-    and have no runtime dir of their own)."""
-    return exports_here(plan) or (bool(plan.metrics) and plan.target == "host"
-                                  and plan.backend != "mod_wsgi")
+    and have no runtime dir of their own; in a pod, beside the server container)."""
+    return exports_here(plan) or (bool(plan.metrics) and (
+        plan.target == "kubernetes" or (plan.target == "host" and plan.backend != "mod_wsgi")))
 METRICS_PACKAGE = "prometheus_client"
 
 
