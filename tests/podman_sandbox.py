@@ -131,8 +131,10 @@ def _hold(root: Path) -> subprocess.Popen[bytes]:
     ready, _, _ = select.select([holder.stdout], [], [], 30)
     line = holder.stdout.readline() if ready else b""
     if line.strip() != b"ready":
-        _end(holder)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(holder.pid, signal.SIGKILL)
         why = holder.stderr.read().decode(errors="replace").strip().splitlines()
+        _end(holder)
         raise SandboxUnavailable("a mount namespace with its own cgroup hierarchies: "
                                  + (why[-1] if why else "no answer in 30 s"))
     return holder
@@ -142,6 +144,9 @@ def _end(holder: subprocess.Popen[bytes]) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(holder.pid, signal.SIGKILL)
     holder.wait(timeout=30)
+    for pipe in (holder.stdout, holder.stderr):
+        if pipe is not None:
+            pipe.close()
 
 
 @contextlib.contextmanager

@@ -25,6 +25,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import os
 import re
 import secrets
 import shutil
@@ -55,6 +56,9 @@ BASE = "localhost/wsgistack-test-base:bookworm"
 BASE_DEBS = ["python3", "python3-venv", "ca-certificates", "libpython3.11", "libxml2",
              "libpcre2-8-0", "libssl3", "libyaml-0-2", "libcap2", "libuuid1", "libjansson4"]
 PORT, METRICS_PORT = 8080, 9180  # as kubernetes_image has them
+# A directory that keeps the base's root.tar and the wheels from one run to the next (when
+# working on these tests); unset, each run makes them afresh.
+KEEP = "WSGISTACK_TEST_K8S_KEEP"
 
 
 def _timed(what: str, t0: float) -> None:
@@ -77,14 +81,17 @@ def base(pm: Podman, tmp_path_factory: pytest.TempPathFactory) -> str:
     if not shutil.which("mmdebstrap"):
         pytest.skip("mmdebstrap is needed for the base image (Debian's mmdebstrap)")
     t0 = time.monotonic()
-    tar = tmp_path_factory.mktemp("base") / "root.tar"
+    kept = os.environ.get(KEEP, "")
+    tar = (Path(kept) if kept else tmp_path_factory.mktemp("base")) / "root.tar"
     sources = [p for p in ("/etc/apt/sources.list.d/debian.sources", "/etc/apt/sources.list")
                if Path(p).exists() and Path(p).read_text().strip()][:1]
-    subprocess.run(["mmdebstrap", "--variant=minbase", "--mode=root", "--quiet",
-                    "--include=" + ",".join(BASE_DEBS), "bookworm", str(tar), *sources],
-                   check=True, timeout=900)
+    if not tar.exists():
+        subprocess.run(["mmdebstrap", "--variant=minbase", "--mode=root", "--quiet",
+                        "--include=" + ",".join(BASE_DEBS), "bookworm", str(tar), *sources],
+                       check=True, timeout=900)
     pm.run("import", str(tar), BASE)
-    tar.unlink()
+    if not kept:
+        tar.unlink()
     _timed("base image (mmdebstrap + import)", t0)
     return BASE
 
@@ -93,12 +100,17 @@ def base(pm: Podman, tmp_path_factory: pytest.TempPathFactory) -> str:
 def wheels(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One directory of wheels for every image the module builds (pip's own cache keeps
     what it downloaded and built between runs)."""
+    kept = os.environ.get(KEEP, "")
+    if kept:
+        (Path(kept) / "wheels").mkdir(parents=True, exist_ok=True)
+        return Path(kept) / "wheels"
     return tmp_path_factory.mktemp("wheels")
 
 
 def _fetch_wheels(requirements: Path, into: Path) -> None:
     t0 = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "-w", str(into),
+    done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--use-pep517",
+                           "-w", str(into),
                            "--find-links", str(into), "-r", str(requirements)],
                           capture_output=True, text=True, timeout=1800, check=False)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -169,10 +181,6 @@ def _link(src: str, dst: str) -> None:
         shutil.copy2(src, dst)
 
 
-def _load(out: Path) -> dict[str, Any]:
-    return {p.name: yaml.safe_load(p.read_text()) for p in sorted(out.glob("*.yaml"))}
-
-
 def for_podman(out: Path, stack: str) -> Played:
     """The rendered tree as the host's network plays it: free ports, loopback URLs."""
     names = [p.name.removeprefix("deployment-").removesuffix(".yaml")
@@ -211,17 +219,53 @@ def _on_ports(out: Path, stack: str, ports: dict[str, int], metrics: dict[str, i
     return Played(stack, out, docs, ports, metrics)
 
 
-def _pod_spec(spec: dict[str, Any]) -> dict[str, Any]:
-    """A pod template as podman plays it: no waiting on the Kubernetes API (the test plays
-    in order), the image as built here."""
+def _laid_out(played: Played, volume: dict[str, Any]) -> dict[str, Any]:
+    """A ConfigMap volume whose items go into subdirectories, laid out as the kubelet lays
+    it out, in a directory of the test's: podman 4.3 does not make an item's directory
+    ("cannot create file conf/x.ini at volume mountpoint")."""
+    source = volume["configMap"]
+    data = next(d["data"] for d in played.docs.values() if d["kind"] == "ConfigMap"
+                and d["metadata"]["name"] == source["name"])
+    where = played.out.parent / f"played-{played.name}" / f"configmap-{source['name']}"
+    shutil.rmtree(where, ignore_errors=True)
+    for item in source["items"]:
+        path = where / item["path"]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(data[item["key"]])
+    return {"name": volume["name"], "hostPath": {"path": str(where), "type": "Directory"}}
+
+
+def _empty_dir(played: Played, pod: str, volume: dict[str, Any]) -> dict[str, Any]:
+    """An emptyDir as a directory of the test's, made for this start of the pod, mode 0777
+    as the kubelet makes them: the pod's init containers run as pods of their own before it
+    (below), and must see the same directory."""
+    where = (played.out.parent / f"played-{played.name}" / "emptydirs" / played.out.name / pod
+             / volume["name"])
+    shutil.rmtree(where, ignore_errors=True)
+    where.mkdir(parents=True)
+    where.chmod(0o777)
+    return {"name": volume["name"], "hostPath": {"path": str(where), "type": "Directory"}}
+
+
+def staged(played: Played, pod: str, spec: dict[str, Any]) -> list[dict[str, Any]]:
+    """A pod template as podman 4.3 plays it here: its init containers (but `wait`, which
+    asks the Kubernetes API; the test plays in order itself) each as a pod of its own, run
+    to its end, in order, then the pod without them. (podman 4.3's own init containers fail
+    the pod here: "failed to remove once init container ... as it is running".) The
+    emptyDirs are the test's directories, shared by those pods; the image as built here."""
     spec = json.loads(json.dumps(spec))
-    spec["initContainers"] = [c for c in spec.get("initContainers", [])
-                              if c["name"] != "wait"]
     spec.pop("serviceAccountName", None)
-    spec["volumes"] = [v for v in spec["volumes"] if v["name"] != "kube-api"]
-    for c in [*spec["initContainers"], *spec["containers"]]:
+    spec["volumes"] = [
+        _laid_out(played, v) if any("/" in i["path"] for i in v.get("configMap", {}).get(
+            "items", [])) else _empty_dir(played, pod, v) if "emptyDir" in v else v
+        for v in spec["volumes"] if v["name"] != "kube-api"]
+    for c in [*spec.get("initContainers", []), *spec["containers"]]:
         c["imagePullPolicy"] = "Never"
-    return spec
+        # podman 4.3 maps a containerPort (as a hostPort), which the host's network refuses;
+        # the test reads the ports from the rendered objects.
+        c.pop("ports", None)
+    inits = [c for c in spec.pop("initContainers", []) if c["name"] != "wait"]
+    return [*({**spec, "containers": [c], "restartPolicy": "Never"} for c in inits), spec]
 
 
 def _config_maps(played: Played, service: str) -> list[dict[str, Any]]:
@@ -236,10 +280,11 @@ def _write(played: Played, name: str, docs: list[dict[str, Any]]) -> Path:
     return path
 
 
-def play(pm: Podman, played: Played, name: str, docs: list[dict[str, Any]]) -> Path:
+def play(pm: Podman, played: Played, name: str, docs: list[dict[str, Any]],
+         *flags: str) -> Path:
     path = _write(played, name, docs)
-    pm.run("kube", "play", "--network", "host", str(path), timeout=300)
     played.files.append(path)
+    pm.run("kube", "play", "--network", "host", *flags, str(path), timeout=300)
     return path
 
 
@@ -269,41 +314,55 @@ def make_secret(pm: Podman, played: Played) -> None:
 
 def _containers(pm: Podman, pod_prefix: str) -> dict[str, str]:
     """Container name -> its status, of the pods whose name starts with `pod_prefix`."""
-    rows = json.loads(pm.run("ps", "-a", "--format", "json").stdout or "[]")
+    rows = json.loads(pm.run("ps", "-a", "--pod", "--format", "json").stdout or "[]")
     return {r["Names"][0]: r["State"] for r in rows
             if str(r.get("PodName", "")).startswith(pod_prefix)}
 
 
+def to_end(pm: Podman, played: Played, name: str, spec: dict[str, Any],
+           labels: dict[str, str], service: str) -> None:
+    """One pod of one container, played to its end: exit 0 or the test fails."""
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": labels},
+           "spec": spec}
+    path = play(pm, played, f"pod-{name}.yaml", [*_config_maps(played, service), pod])
+    main = f"{name}-{spec['containers'][0]['name']}"
+    code = pm.run("wait", main, timeout=900).stdout.strip()
+    logs = pm.run("logs", main, check=False)
+    assert code == "0", f"{main} exited {code}:\n{logs.stdout[-3000:]}{logs.stderr[-3000:]}"
+    pm.run("kube", "down", str(path), timeout=300)
+    played.files.remove(path)
+
+
 def run_job(pm: Podman, played: Played, file: str) -> None:
-    """A Job's pod template, played as a Pod, to its end: exit 0 or the test fails."""
+    """A Job's pod template, its init containers then its own, each to its end."""
+    t0 = time.monotonic()
     job = played.docs[file]
     name = job["metadata"]["name"]
     svc = job["metadata"]["labels"]["app.kubernetes.io/name"]
-    pod = {"apiVersion": "v1", "kind": "Pod",
-           "metadata": {"name": name, "labels": job["spec"]["template"]["metadata"]["labels"]},
-           "spec": _pod_spec(job["spec"]["template"]["spec"])}
-    t0 = time.monotonic()
-    path = play(pm, played, f"job-{name}.yaml", [*_config_maps(played, svc), pod])
-    main = next(c for c in _containers(pm, name) if c.endswith("-run"))
-    code = pm.run("wait", main, timeout=900).stdout.strip()
-    logs = pm.run("logs", main, check=False).stdout[-3000:]
-    assert code == "0", f"job {name} exited {code}:\n{logs}"
-    pm.run("kube", "down", str(path), timeout=300)
-    played.files.remove(path)
+    template = job["spec"]["template"]
+    for i, spec in enumerate(staged(played, name, template["spec"])):
+        to_end(pm, played, f"{name[:50]}-{i}", spec, template["metadata"]["labels"], svc)
     _timed(f"job {file}", t0)
 
 
-def played_deployment(played: Played, svc: str) -> dict[str, Any]:
+def played_deployment(played: Played, svc: str) -> tuple[
+        list[dict[str, Any]], dict[str, Any]]:
+    """The Deployment's init pods, and the Deployment as played (one replica)."""
     dep: dict[str, Any] = json.loads(json.dumps(played.docs[f"deployment-{svc}.yaml"]))
     dep["spec"]["replicas"] = 1  # on the host's network, one pod a port
-    dep["spec"]["template"]["spec"] = _pod_spec(dep["spec"]["template"]["spec"])
-    return dep
+    *inits, dep["spec"]["template"]["spec"] = staged(
+        played, dep["metadata"]["name"], dep["spec"]["template"]["spec"])
+    return inits, dep
 
 
-def play_deployment(pm: Podman, played: Played, svc: str) -> None:
+def play_deployment(pm: Podman, played: Played, svc: str, *flags: str) -> None:
+    inits, dep = played_deployment(played, svc)
+    labels = dep["spec"]["template"]["metadata"]["labels"]
+    for i, spec in enumerate(inits):
+        to_end(pm, played, f"{dep['metadata']['name']}-init-{i}", spec, labels, svc)
     claims = [d for n, d in played.docs.items() if n == f"pvc-{svc}.yaml"]
-    play(pm, played, f"deployment-{svc}.yaml",
-         [*_config_maps(played, svc), *claims, played_deployment(played, svc)])
+    play(pm, played, f"deployment-{svc}.yaml", [*_config_maps(played, svc), *claims, dep],
+         *flags)
 
 
 def _probe_url(container: dict[str, Any], probe: str) -> str:
@@ -422,13 +481,25 @@ def stack_played(pm: Podman, played: Played) -> Iterator[Played]:
         yield played
     finally:
         down(pm, played)
-        # PVCs are volumes of their own that `kube down` keeps (as a cluster keeps claims).
-        for name, doc in played.docs.items():
-            if name.startswith("pvc-"):
-                pm.run("volume", "rm", "--force", doc["metadata"]["name"], check=False)
+        left = pm.leftovers()
+        remove_kept_volumes(pm, played)
         if played.secret:
             pm.run("secret", "rm", f"{played.name}-secrets", check=False)
+    assert left["pods"] == left["containers"] == []
+    assert set(left["volumes"]) <= kept_volumes(played), left  # emptyDirs went with the pods
     assert pm.leftovers() == {"pods": [], "containers": [], "volumes": []}
+
+
+def kept_volumes(played: Played) -> set[str]:
+    """What `kube down` keeps: the claims (as a cluster keeps them) and, in podman 4.3, the
+    volumes it made of the ConfigMaps."""
+    return {d["metadata"]["name"] for d in played.docs.values()
+            if d["kind"] in ("PersistentVolumeClaim", "ConfigMap")}
+
+
+def remove_kept_volumes(pm: Podman, played: Played) -> None:
+    for name in sorted(kept_volumes(played) & set(pm.leftovers()["volumes"])):
+        pm.run("volume", "rm", "--force", name, check=False)
 
 
 def remove_image(pm: Podman, image: str) -> None:
@@ -497,21 +568,22 @@ def test_config_change_rolls_the_pod(pm: Podman, example: tuple[Path, Path, str]
         wait_ready(pm, before, "catalog")
         first = pm.run("pod", "ps", "-q", "--no-trunc").stdout.split()
         hello = {s["name"]: s["url"] for s in json.loads(request("GET", url)[2])["services"]}
-        assert hello["hello"] == f"http://127.0.0.1:{before.ports['hello']}/hello"
-        path = _write(after, "deployment-catalog.yaml", [
-            *_config_maps(after, "catalog"), played_deployment(after, "catalog")])
-        pm.run("kube", "play", "--replace", "--network", "host", str(path), timeout=300)
+        assert hello["hello"] == f"http://127.0.0.1:{before.ports['hello']}/hello/"
+        play_deployment(pm, after, "catalog", "--replace")
         wait_ready(pm, after, "catalog")
         second = pm.run("pod", "ps", "-q", "--no-trunc").stdout.split()
         assert len(second) == 1 and second != first  # rolled: another pod
-        running = pm.run("pod", "inspect", second[0]).stdout
+        running = pm.run("inspect", server_container(pm, after, "catalog")).stdout
         assert annotation[1] in running and annotation[0] not in running
         hello = {s["name"]: s["url"] for s in json.loads(request("GET", url)[2])["services"]}
-        assert hello["hello"] == "http://api.example.test/hello"
+        assert hello["hello"] == "http://api.example.test/hello/"
     finally:
+        down(pm, after)
         down(pm, before)
-        pm.run("kube", "down", str(_write(after, "deployment-catalog.yaml", [
-            played_deployment(after, "catalog")])), check=False)
+        left = pm.leftovers()
+        remove_kept_volumes(pm, before)
+    assert left["pods"] == left["containers"] == []
+    assert set(left["volumes"]) <= kept_volumes(before), left
     assert pm.leftovers() == {"pods": [], "containers": [], "volumes": []}
     _timed("config change rolled", t0)
 
