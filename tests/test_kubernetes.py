@@ -11,6 +11,7 @@ checked against the files it lists.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import run_cli
 from wsgistack import backends
 from wsgistack import manifest as manifests
 from wsgistack import plan as planning
@@ -64,7 +66,8 @@ def rendered(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
              ) -> tuple[planning.Plan, dict[str, str], dict[str, Any]]:
     stack, backend_id = request.param
     plan, files = _render(stack, backend_id, tmp_path_factory.mktemp(stack))
-    docs = {name: yaml.safe_load(text) for name, text in files.items()}
+    docs = {name: yaml.safe_load(text) for name, text in files.items()
+            if name.endswith(".yaml")}
     return plan, files, docs
 
 
@@ -184,7 +187,53 @@ def test_routes_by_prefix(rendered: Any) -> None:
 def test_kustomization_lists_every_file(rendered: Any) -> None:
     _, files, docs = rendered
     assert sorted(docs["kustomization.yaml"]["resources"]) == sorted(
-        n for n in files if n != "kustomization.yaml")
+        n for n in files if n.endswith(".yaml") and n != "kustomization.yaml")
+    assert set(files) - set(docs) == {"Containerfile", "image-requirements.txt"}
+
+
+def test_metrics_sidecar_shares_the_workers_counts(rendered: Any) -> None:
+    """Each pod: the exporter beside the server, reading the emptyDir the server's workers
+    write their counts in, on a named port Prometheus is told of."""
+    plan, _, docs = rendered
+    for svc in plan.services:
+        template = docs[f"deployment-{svc.name}.yaml"]["spec"]["template"]
+        server, sidecar = template["spec"]["containers"]
+        assert sidecar["name"] == "metrics" and sidecar["image"] == server["image"]
+        assert sidecar["command"] == [
+            "/usr/local/bin/python3", "-m", "wsgistack.exporter", "--listen",
+            f"0.0.0.0:{k8s.METRICS_PORT}", "--state", plan.state,
+            "--metrics", f"/run/wsgistack/{plan.name}/metrics"]
+        assert sidecar["ports"] == [{"name": "metrics", "containerPort": k8s.METRICS_PORT,
+                                     "protocol": "TCP"}]
+        for probe in ("readinessProbe", "livenessProbe"):
+            assert sidecar[probe]["httpGet"] == {"path": "/metrics", "port": "metrics"}
+        where = f"/run/wsgistack/{plan.name}/metrics/{svc.name}"
+        assert {"name": "metrics", "mountPath": where} in server["volumeMounts"]
+        assert sidecar["volumeMounts"] == [{"name": "metrics", "mountPath": where,
+                                            "readOnly": True}]
+        assert template["metadata"]["annotations"]["prometheus.io/scrape"] == "true"
+        assert template["metadata"]["annotations"]["prometheus.io/port"] == str(
+            k8s.METRICS_PORT)
+        assert template["metadata"]["annotations"]["prometheus.io/path"] == "/metrics"
+        entry = next(v for k, v in docs[f"configmap-{svc.name}.yaml"]["data"].items()
+                     if k.startswith("entries_") and "wsgistack_entry" in k)
+        assert f"METRICS_DIR = {where!r}" in entry
+    policy = docs[f"networkpolicy-{plan.name}-api.yaml"]["spec"]["ingress"][0]["ports"]
+    assert {"port": k8s.METRICS_PORT, "protocol": "TCP"} in policy
+
+
+def test_no_sidecar_when_metrics_are_off(tmp_path: Path) -> None:
+    manifest = tmp_path / "wsgistack.toml"
+    manifest.write_text('[stack]\nname = "quiet"\nmetrics = "off"\n\n[services.hello]\n'
+                        'app = "wsgistack.apps.hello:application"\n')
+    backend = backends.get("granian")
+    plan = planning.build(manifests.load(manifest), backend, host=HOST,
+                          target=k8s.target("quiet", str(tmp_path)))
+    doc = yaml.safe_load(k8s.render(plan, backend, IMAGE)["deployment-hello.yaml"])
+    template = doc["spec"]["template"]
+    assert [c["name"] for c in template["spec"]["containers"]] == ["granian"]
+    assert "metrics" not in {v["name"] for v in template["spec"]["volumes"]}
+    assert not any(k.startswith("prometheus.io/") for k in template["metadata"]["annotations"])
 
 
 def test_rendering_is_pure_and_repeatable(tmp_path: Path) -> None:
@@ -331,3 +380,78 @@ def test_checkov_finds_nothing_unjustified(checkov: Path, tmp_path: Path,
     skipped = report["results"]["skipped_checks"]
     assert {c["check_id"] for c in skipped} <= {"CKV_K8S_11", "CKV_K8S_35", "CKV_K8S_43"}
     assert all(len(c["check_result"].get("suppress_comment", "")) > 30 for c in skipped)
+
+
+# ---- the image: its Containerfile ---------------------------------------------------------
+
+def _hello_manifest(where: Path) -> Path:
+    where.mkdir(parents=True, exist_ok=True)
+    (where / "wsgistack.toml").write_text(
+        '[stack]\nname = "img"\n\n[services.hello]\napp = "wsgistack.apps.hello:application"\n'
+        'prefix = "/hello"\nrequirements = ["flask>=3"]\n')
+    return where / "wsgistack.toml"
+
+
+def _render_cli(manifest: Path, out: Path, *extra: str) -> Any:
+    return run_cli("-f", str(manifest), "render", "--target", "kubernetes", "--backend",
+                   "gunicorn", "--image", IMAGE, "-o", str(out), *extra)
+
+
+def test_containerfile_builds_the_contract_from_wheels(tmp_path: Path) -> None:
+    manifest = _hello_manifest(tmp_path / "stack")
+    (tmp_path / "stack" / "wheels").mkdir()
+    done = _render_cli(manifest, tmp_path / "out", "--base-image", "localhost/base:12",
+                       "--wheels", str(tmp_path / "stack" / "wheels"))
+    assert done.code == 0, done.err
+    text = (tmp_path / "out" / "Containerfile").read_text()
+    assert text.count("FROM localhost/base:12") == 2  # the build stage, the image
+    install = re.search(r"RUN /usr/local/bin/python3 -m pip install (.*?)\n\n", text, re.S)
+    assert install, text
+    words = install.group(1).split()
+    assert words[:3] == ["--no-index", "--find-links", "/app/wheels"]
+    pins = {w.partition("==")[0]: w for w in words if "==" in w}
+    assert set(pins) == {"wsgistack", "gunicorn", "prometheus_client"}
+    assert "'flask>=3'" in words and "rm -rf /app/wheels" in install.group(1)
+    # The interpreter of the contract, whatever the base's own is.
+    assert "RUN if [ ! -x /usr/local/bin/python3 ]; then python3 -m venv /usr/local; fi" in text
+    assert "useradd --system --uid 10001 --gid 10001" in text
+    assert text.rstrip().endswith("WORKDIR /app\nUSER 10001:10001")
+    assert "COPY --from=build /usr/local /usr/local\nCOPY --from=build /app /app" in text
+    wanted = (tmp_path / "out" / "image-requirements.txt").read_text().splitlines()
+    assert pins["gunicorn"] in wanted and "flask>=3" in wanted
+    assert pins["wsgistack"] in wanted or str(REPO) in wanted  # its source, when one
+
+
+def test_containerfile_without_wheels_uses_the_index(tmp_path: Path) -> None:
+    done = _render_cli(_hello_manifest(tmp_path / "stack"), tmp_path / "out")
+    assert done.code == 0, done.err
+    text = (tmp_path / "out" / "Containerfile").read_text()
+    assert "FROM docker.io/library/python:3.11-slim AS build" in text
+    assert "--no-index" not in text and "rm -rf" not in text
+
+
+def test_wheels_dir_must_exist() -> None:
+    from wsgistack.errors import WsgistackError
+    from wsgistack.targets import kubernetes_build
+
+    plan, _ = _render("example", "granian", Path("/nonexistent/scratch-never-made"))
+    with pytest.raises(WsgistackError, match=r"^--wheels /no/such/wheels: no such directory; "
+                       r"fill one with `pip wheel -w DIR -r image-requirements.txt`"):
+        kubernetes_build.read_build(plan, "granian", "", "/no/such/wheels")
+
+
+def test_wheels_dir_must_be_in_the_build_context(tmp_path: Path) -> None:
+    manifest = _hello_manifest(tmp_path / "stack")
+    (tmp_path / "elsewhere").mkdir()
+    done = _render_cli(manifest, tmp_path / "out", "--wheels", str(tmp_path / "elsewhere"))
+    assert done.code != 0
+    assert re.fullmatch(r"wsgistack: error: --wheels \S+/elsewhere is outside \S+/stack, the "
+                        r"manifest's directory the image is built from; put the wheels under "
+                        r"it\n", done.err), done.err
+    assert not (tmp_path / "out").exists()
+
+
+def test_image_options_only_with_kubernetes(tmp_path: Path) -> None:
+    done = run_cli("-f", str(_hello_manifest(tmp_path / "stack")), "render", "-o",
+                   str(tmp_path / "out"), "--base-image", "x")
+    assert done.code != 0 and "--base-image and --wheels are for --target kubernetes" in done.err

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 debs=(acl logrotate mmdebstrap chromium nodejs apache2 apache2-dev libapache2-mod-wsgi-py3 uwsgi uwsgi-plugin-python3 nginx haproxy wrk postgresql prometheus
-      python3-venv python3-dev python3-pip)
+      python3-venv python3-dev python3-pip podman runc catatonit netavark iproute2)
 missing=()
 for deb in "${debs[@]}"; do
   dpkg-query -W -f='${Status}' "$deb" 2>/dev/null | grep -q "install ok installed" \

@@ -279,7 +279,10 @@ def cmd_render(args: argparse.Namespace) -> int:
     m = _load(args)
     out = Path(args.output).absolute()
     if args.target == "kubernetes":
-        return _render_kubernetes(m, resolve(m, args.backend), args.image, out)
+        return _render_kubernetes(m, resolve(m, args.backend), args, out)
+    if args.base_image or args.wheels:
+        raise WsgistackError("--base-image and --wheels are for --target kubernetes (the "
+                             "image's Containerfile)")
     if args.target in jobs.CI_TARGETS:  # the test jobs: a GitHub workflow, Zuul's
         return jobs.write_ci(m, args.target, out, _show)
     p = _built(plan.build(m, resolve(m, args.backend), state=out))
@@ -300,10 +303,11 @@ def cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
-def _render_kubernetes(m: manifest.Manifest, backend: Backend, image: str | None,
+def _render_kubernetes(m: manifest.Manifest, backend: Backend, args: argparse.Namespace,
                        out: Path) -> int:
-    from wsgistack.targets import kubernetes
+    from wsgistack.targets import kubernetes, kubernetes_build
 
+    image = args.image
     kubernetes.check_backend(backend.ID)
     if not image:
         raise WsgistackError("render --target kubernetes needs --image IMAGE: the image that "
@@ -314,7 +318,8 @@ def _render_kubernetes(m: manifest.Manifest, backend: Backend, image: str | None
     with tempfile.TemporaryDirectory() as scratch:  # made-up secrets, never written out
         p = _built(plan.build(m, backend, host=host,
                               target=kubernetes.target(m.stack.name, scratch)))
-        files = kubernetes.render(p, backend, image, kubernetes.read_templates(p))
+        build = kubernetes_build.read_build(p, backend.ID, args.base_image, args.wheels)
+        files = kubernetes.render(p, backend, image, kubernetes.read_templates(p), build)
     out.mkdir(parents=True, exist_ok=True)
     for name, text in sorted(files.items()):
         (out / name).write_text(text, encoding="utf-8")  # no secret in any: checked
@@ -679,6 +684,11 @@ def parser() -> argparse.ArgumentParser:
                    "and a kustomization for `kubectl apply -k` (granian, gunicorn or uwsgi); "
                    "github-actions (-o FILE), zuul: CI jobs that run `wsgistack test`")
     p.add_argument("--image", help="with --target kubernetes: the image the pods run")
+    p.add_argument("--base-image", default="", help="with --target kubernetes: the "
+                   "Containerfile's FROM (default: the official python:3.11-slim)")
+    p.add_argument("--wheels", default="", metavar="DIR", help="with --target kubernetes: "
+                   "the image installs from the wheels in DIR (under the manifest's directory) "
+                   "and not from an index (pip wheel -w DIR -r image-requirements.txt)")
     p.add_argument("--no-check", action="store_true",
                    help="write without loading each app first, in a throwaway process")
     p = add("entry", cmd_entry, "write a server-agnostic WSGI entry file for an app spec")

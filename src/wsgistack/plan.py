@@ -266,8 +266,11 @@ def exports_here(plan: Plan) -> bool:
 
 def counts_requests(plan: Plan) -> bool:
     """Whether the entries write request metrics: where an exporter of ours reads them (a
-    local stack; installed, beside the units)."""
-    return exports_here(plan) or (bool(plan.metrics) and plan.target == "host")
+    local stack; installed, beside the units (mod_wsgi's dirs by systemd-tmpfiles); in a pod,
+    beside the server container)."""
+    return exports_here(plan) or (bool(plan.metrics) and plan.target in ("host", "kubernetes"))
+
+
 METRICS_PACKAGE = "prometheus_client"
 
 

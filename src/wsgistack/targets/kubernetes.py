@@ -14,6 +14,10 @@ Inside the container, as on a host:
                                  uses `${data}` (the setup Jobs write there: sqlite, keys),
                                  else an emptyDir
   /run/wsgistack/STACK/SVC, /tmp emptyDirs: the root filesystem is read-only
+  /run/wsgistack/STACK/metrics/SVC
+                                 an emptyDir the server's workers write their request
+                                 counts in (prometheus_client's multiprocess files), which
+                                 the `metrics` sidecar reads and serves on METRICS_PORT
   APP_DIR                        the manifest's directory, as the image has it
 
 Secrets never appear in a file written here: every secret env key, and every `${secret:}`
@@ -36,9 +40,11 @@ from wsgistack import secrets
 from wsgistack.backends.base import server_name, service_files
 from wsgistack.errors import ServerError
 from wsgistack.plan import Plan, ServicePlan, Target, substitute
+from wsgistack.targets.kubernetes_build import Build, containerfile, requirements_txt
 from wsgistack.targets.kubernetes_image import (
     IMAGE_PYTHON,
     MARKER_RE,
+    METRICS_PORT,
     PORT,
     Image,
     Secrets,
@@ -96,6 +102,7 @@ def target(name: str, scratch: str) -> Target:
     holds the real ones."""
     return Target(name="kubernetes", state=f"{ETC}/{name}", dirs={
         "run": f"{RUN}/{name}", "logs": f"{RUN}/{name}/logs", "data": f"{LIB}/{name}",
+        "metrics": f"{RUN}/{name}/metrics",
         "venvs": f"{LIB}/{name}/.venvs", "setup": f"{LIB}/{name}/.setup"},
         port=PORT, secrets=scratch)
 
@@ -188,7 +195,7 @@ class Pod:
     def markers(self, *texts: str) -> set[str]:
         return {m for t in texts for m in MARKER_RE.findall(t)}
 
-    def volumes(self, waits_for_jobs: bool) -> list[dict[str, Any]]:
+    def volumes(self, waits_for_jobs: bool, metrics: bool) -> list[dict[str, Any]]:
         items = [{"key": _key(rel), "path": rel} for rel in sorted(self.files)]
         data: dict[str, Any] = ({"persistentVolumeClaim": {"claimName": self.claim}}
                                 if self.claim else {"emptyDir": {}})
@@ -200,6 +207,7 @@ class Pod:
             {"name": "run", "emptyDir": {"sizeLimit": "16Mi"}},
             {"name": "tmp", "emptyDir": {}},
             {"name": "data", **data},
+            *([{"name": "metrics", "emptyDir": {"sizeLimit": "64Mi"}}] if metrics else []),
         ]
         if waits_for_jobs:
             # The API token reaches the container that waits, and no other.
@@ -246,10 +254,11 @@ class Pod:
     def spec(self, containers: list[dict[str, Any]], waits: list[str],
              **extra: Any) -> dict[str, Any]:
         jobs = any(w.startswith("job:") for w in waits)
+        metrics = any(c["name"] == EXPORTER for c in containers)
         return {**({"serviceAccountName": waiter_name(self.plan)} if jobs else {}),
                 "automountServiceAccountToken": False, "enableServiceLinks": False,
                 "securityContext": POD_SECURITY, "initContainers": self.init(waits),
-                "containers": containers, "volumes": self.volumes(jobs), **extra}
+                "containers": containers, "volumes": self.volumes(jobs, metrics), **extra}
 
 
 def _env_field(env: list[dict[str, Any]]) -> dict[str, Any]:
@@ -297,6 +306,41 @@ def _probes(pod: Pod) -> dict[str, Any]:
     }
 
 
+EXPORTER = "metrics"  # the sidecar, and its port's name
+EXPORTER_RESOURCES = {"requests": {"cpu": "10m", "memory": "48Mi"},
+                      "limits": {"memory": "128Mi"}}
+
+
+def metrics_mount(pod: Pod, read_only: bool) -> dict[str, Any]:
+    return {"name": "metrics", "mountPath": pod.plan.path("metrics", pod.img.svc.name),
+            **({"readOnly": True} if read_only else {})}
+
+
+def exporter(pod: Pod) -> dict[str, Any]:
+    """The stack's exporter (wsgistack.exporter, as `up` runs it) for this pod: it adds up
+    what the server's workers wrote in the shared metrics emptyDir. Beside the server, not in
+    it: one port for Prometheus, away from the apps' URL space, whatever the server."""
+    plan = pod.plan
+    check = {"httpGet": {"path": "/metrics", "port": EXPORTER}}
+    return pod.container(
+        EXPORTER, [IMAGE_PYTHON, "-m", "wsgistack.exporter", "--listen",
+                   f"0.0.0.0:{METRICS_PORT}", "--state", plan.state,
+                   "--metrics", plan.path("metrics")],
+        ports=[{"name": EXPORTER, "containerPort": METRICS_PORT, "protocol": "TCP"}],
+        readinessProbe={**check, "periodSeconds": 10, "timeoutSeconds": 5},
+        livenessProbe={**check, "periodSeconds": 30, "timeoutSeconds": 10,
+                       "failureThreshold": 3},
+        resources=EXPORTER_RESOURCES, volumeMounts=[metrics_mount(pod, True)])
+
+
+def scrape_annotations(plan: Plan) -> dict[str, str]:
+    """What Prometheus' kubernetes_sd relabelling conventionally reads."""
+    if not plan.metrics:
+        return {}
+    return {"prometheus.io/scrape": "true", "prometheus.io/port": str(METRICS_PORT),
+            "prometheus.io/path": "/metrics"}
+
+
 def _grace(svc: ServicePlan) -> int:
     """As the host's units (TimeoutStopSec): a request may run `timeout` seconds, and the
     servers stop gracefully within 15 more; after the preStop sleep."""
@@ -323,7 +367,9 @@ def deployment(pod: Pod, proc_argv: tuple[str, ...], cwd: str, waits: list[str],
              *pod.env_refs(hidden)],
         ports=[{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
         **_probes(pod), lifecycle={"preStop": {"sleep": {"seconds": PRESTOP_SLEEP}}},
-        resources=_resources(svc), volumeMounts=pod.mounts())
+        resources=_resources(svc),
+        volumeMounts=[*pod.mounts(), *([metrics_mount(pod, False)] if plan.metrics else [])])
+    containers = [container, *([exporter(pod)] if plan.metrics else [])]
     stateful = bool(pod.claim)
     labels = _labels(plan, svc.name, "api")
     return {
@@ -341,8 +387,9 @@ def deployment(pod: Pod, proc_argv: tuple[str, ...], cwd: str, waits: list[str],
             "template": {
                 # A changed file rolls the pods: they copy their files once, at start.
                 "metadata": {"labels": labels, "annotations": {
-                    "wsgistack/files": digest, **skips(pod.image)}},
-                "spec": pod.spec([container], waits,
+                    "wsgistack/files": digest, **scrape_annotations(plan),
+                    **skips(pod.image)}},
+                "spec": pod.spec(containers, waits,
                                  terminationGracePeriodSeconds=_grace(svc))}}}
 
 
@@ -411,8 +458,9 @@ def job(pod: Pod, name: str, steps: list[list[str]], waits: list[str],
 
 
 def network_policies(plan: Plan) -> list[dict[str, Any]]:
-    """The API pods take connections on their port only; the setup and after_up pods take
-    none. (Egress stays open: the apps reach their databases and each other.)"""
+    """The API pods take connections on their port (and the metrics sidecar's) only; the
+    setup and after_up pods take none. (Egress stays open: the apps reach their databases
+    and each other.)"""
     selector = {"app.kubernetes.io/instance": dns_name(plan.name),
                 "app.kubernetes.io/part-of": "wsgistack"}
     return [
@@ -421,7 +469,9 @@ def network_policies(plan: Plan) -> list[dict[str, Any]]:
          "spec": {"podSelector": {"matchLabels": {**selector,
                                                   "app.kubernetes.io/component": "api"}},
                   "policyTypes": ["Ingress"],
-                  "ingress": [{"ports": [{"port": PORT, "protocol": "TCP"}]}]}},
+                  "ingress": [{"ports": [
+                      {"port": PORT, "protocol": "TCP"},
+                      *([{"port": METRICS_PORT, "protocol": "TCP"}] if plan.metrics else [])]}]}},
         {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
          "metadata": _meta(plan, dns_name(plan.name, "jobs"),
                            _labels(plan, plan.name, "setup")),
@@ -600,9 +650,12 @@ def _service_objects(plan: Plan, backend: Renderer, image: str, refs: Secrets,
 
 
 def render(plan: Plan, backend: Renderer, image: str,
-           templates: Mapping[str, str] | None = None) -> dict[str, str]:
-    """File name -> YAML for `plan` (built with `target(...)`). `templates`: the text of each
-    template by its source path (`read_templates`); nothing is read here."""
+           templates: Mapping[str, str] | None = None, build: Build | None = None
+           ) -> dict[str, str]:
+    """File name -> text for `plan` (built with `target(...)`): the objects' YAML, their
+    kustomization, and the Containerfile that builds `image` (with `build`, else from the
+    index on the default base). `templates`: the text of each template by its source path
+    (`read_templates`); nothing is read here."""
     check_backend(backend.ID)
     if plan.target != "kubernetes":
         raise ValueError("render needs a plan built with kubernetes.target(...)")
@@ -628,6 +681,10 @@ def render(plan: Plan, backend: Renderer, image: str,
         docs[f"networkpolicy-{policy['metadata']['name']}.yaml"] = policy
     out = {name: dump(doc) for name, doc in sorted(docs.items())}
     out["kustomization.yaml"] = kustomization(kplan, list(docs), refs)
+    build = build or Build()
+    root = plan.services[0].provision.variables["manifest_dir"]
+    out["Containerfile"] = containerfile(plan, build, root)
+    out["image-requirements.txt"] = requirements_txt(plan, build)
     _refuse_secrets(plan, out)
     return out
 

@@ -20,8 +20,10 @@ from wsgistack.errors import ServerError
 from wsgistack.plan import Plan, ServicePlan, substitute
 
 PORT = 8080  # every container's; the Service answers on SERVICE_PORT
+METRICS_PORT = 9180  # the metrics sidecar's (Prometheus scrapes the pod there)
 # The image's contract (README): one Python, in the official python images' layout, holds the
-# apps, their requirements and the server (pip install granian, gunicorn or uwsgi); the
+# apps, their requirements, the server (pip install granian, gunicorn or uwsgi), wsgistack and
+# prometheus_client (the metrics sidecar runs wsgistack.exporter); the
 # manifest's directory is APP_DIR; a user `app` with APP_UID exists (keystone-manage's
 # --keystone-user looks it up by name).
 IMAGE_PREFIX = "/usr/local"
