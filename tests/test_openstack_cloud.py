@@ -1,7 +1,7 @@
 """Live: the core of a cloud from examples/openstack/cloud.toml (Nova's compute and metadata
 APIs, Neutron, Cinder and Barbican beside Keystone, Placement and Glance, OpenStack 2026.2
 from PyPI), driven by python-openstackclient (and python-barbicanclient's plugin) as an
-operator types it; then cloud-postgresql.toml, the same cloud on a PostgreSQL server the
+operator types it; then postgresql.toml, the same cloud on a PostgreSQL server the
 test starts, with more processes.
 
 CI runs the sqlite cloud on one backend, mod_wsgi (the APIs under Apache), and the
@@ -18,10 +18,14 @@ Marked `openstack`: deselect with `-m "not openstack"` for a quick run.
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import json
 import os
 import re
+import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -36,8 +40,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import Stack, alive, free_port
-from tests.test_openstack import call, osc_output
-from tests.test_openstack_postgres import postgres_server
+from tests.test_openstack import call, keystone_workload, osc_output
 from wsgistack.backends import BACKENDS
 from wsgistack.lifecycle import processes
 
@@ -279,7 +282,52 @@ def refused(public: dict[str, str], subject: str, limit: float) -> dict[str, flo
     return waited
 
 
-PG_MANIFEST = ("-f", "cloud-postgresql.toml")
+def _as_postgres(*argv: str) -> list[str]:
+    # PostgreSQL refuses to run as root.
+    return ["runuser", "-u", "postgres", "--", *argv] if os.geteuid() == 0 else list(argv)
+
+
+@contextlib.contextmanager
+def postgres_server(user: str, databases: list[str]) -> Iterator[str]:
+    """A PostgreSQL server of its own, with `user` owning `databases`; yields the server's
+    URL for SQLAlchemy without a database (`postgresql+psycopg2://USER:PW@127.0.0.1:PORT`).
+    Stopped and removed on the way out, also on failure."""
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres"))
+    assert found, "no PostgreSQL server: tools/test.sh installs Debian's postgresql"
+    bin_dir = Path(found[-1]).parent
+    root = Path(tempfile.mkdtemp(prefix="wsgistack-pg-", dir="/tmp"))
+    if os.geteuid() == 0:
+        shutil.chown(root, "postgres", "postgres")
+    subprocess.run(_as_postgres(str(bin_dir / "initdb"), "-D", f"{root}/data", "-U", "postgres",
+                                "--auth-local=trust", "--auth-host=scram-sha-256", "--no-sync"),
+                   check=True, capture_output=True)
+    port = free_port(1)
+    with open(root / "server.log", "wb") as log:
+        server = subprocess.Popen(
+            _as_postgres(str(bin_dir / "postgres"), "-D", f"{root}/data", "-p", str(port),
+                         "-k", str(root), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"),
+            stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 30
+        while subprocess.run([str(bin_dir / "pg_isready"), "-q", "-h", str(root), "-p",
+                              str(port)], check=False).returncode != 0:
+            assert server.poll() is None and time.monotonic() < deadline, \
+                (root / "server.log").read_text()
+            time.sleep(0.1)
+        password = secrets.token_hex(12)
+        sql = [f"CREATE ROLE {user} LOGIN PASSWORD '{password}'",
+               *(f"CREATE DATABASE {name} OWNER {user}" for name in databases)]
+        subprocess.run(_as_postgres(
+            str(bin_dir / "psql"), "-q", "-h", str(root), "-p", str(port), "-U", "postgres",
+            *(arg for stmt in sql for arg in ("-c", stmt))), check=True, capture_output=True)
+        yield f"postgresql+psycopg2://{user}:{password}@127.0.0.1:{port}"
+    finally:
+        os.killpg(server.pid, signal.SIGINT)  # fast shutdown
+        server.wait(30)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+PG_MANIFEST = ("-f", "postgresql.toml")
 # Not mod_wsgi (the sqlite test's in CI): another backend for the same APIs at no extra cost.
 PG_BACKEND = "apache+uwsgi"
 DATABASES = ["keystone", "placement", "glance", "nova_api", "nova", "nova_cell0", "neutron",
@@ -291,7 +339,7 @@ NETWORK_CLIENTS, NETWORK_ROUNDS = 4, 5  # x 2 calls: 40 concurrent Neutron write
 
 @pytest.fixture(scope="module")
 def cloud_pg(cloud: Stack) -> Iterator[tuple[Stack, str]]:
-    """cloud.toml's directory with a PostgreSQL server of its own for cloud-postgresql.toml:
+    """cloud.toml's directory with a PostgreSQL server of its own for postgresql.toml:
     (the stack, the server's URL)."""
     with postgres_server("openstack", DATABASES) as server:
         secret = cloud.root / "database-server"
@@ -301,8 +349,8 @@ def cloud_pg(cloud: Stack) -> Iterator[tuple[Stack, str]]:
         # are the sqlite stack's, so pip runs once.
         venvs = cloud.root / ".wsgistack-cloud" / "venvs"
         venvs.mkdir(parents=True, exist_ok=True)
-        (cloud.root / ".wsgistack-cloud-postgresql").mkdir(exist_ok=True)
-        (cloud.root / ".wsgistack-cloud-postgresql" / "venvs").symlink_to(venvs)
+        (cloud.root / ".wsgistack-postgresql").mkdir(exist_ok=True)
+        (cloud.root / ".wsgistack-postgresql" / "venvs").symlink_to(venvs)
         try:
             yield cloud, server
         finally:
@@ -315,11 +363,11 @@ def test_cloud_on_postgresql(cloud_pg: tuple[Stack, str]) -> None:
     res = stack.cli(*PG_MANIFEST, "up", "--detach", "--backend", PG_BACKEND)
     assert res.code == 0, res.err[-3000:]
     print(f"\npostgresql on {PG_BACKEND}: up in {time.monotonic() - started:.1f}s")
-    state = stack.root / ".wsgistack-cloud-postgresql"
+    state = stack.root / ".wsgistack-postgresql"
     pids = _pids(stack, state)
     try:
         assert server.split("@")[0] not in res.out + res.err  # the password: never shown
-        # Every database on the server but Barbican's (cloud-postgresql.toml says why).
+        # Every database on the server but Barbican's (postgresql.toml says why).
         assert [p.name for p in state.glob("data/*/*.sqlite")] == ["barbican.sqlite"]
         # Each API's uWSGI workers (its leader's children): more where the server takes
         # concurrent writers.
@@ -361,6 +409,10 @@ def test_cloud_on_postgresql(cloud_pg: tuple[Stack, str]) -> None:
         assert failed == [], failed[:5]
         assert made == NETWORK_CLIENTS * NETWORK_ROUNDS
         assert f"n-{tag}" not in _psql(server, "neutron", "SELECT name FROM networks")
+        # And Keystone's 4 processes: clients creating, updating and deleting projects at
+        # once, every call answered.
+        calls, failed = keystone_workload(urls["keystone"].rstrip("/") + "/")
+        assert calls >= 400 and failed == [], failed[:5]
         print(f"postgresql on {PG_BACKEND}: done in {time.monotonic() - started:.1f}s")
     finally:
         assert stack.cli(*PG_MANIFEST, "down").code == 0

@@ -1,7 +1,8 @@
 """Live: a real third-party suite through `wsgistack test`. python-openstackclient's own
 functional tests for identity v3 and image v2, from its sdist, against examples/openstack
-under mod_wsgi and apache+uwsgi, reading the clouds the stack's clouds.yaml names
-(`OS_ADMIN_CLOUD=openstack-admin`, `OS_SYSTEM_CLOUD=openstack-system-admin`).
+under mod_wsgi (and apache+uwsgi when asked: WSGISTACK_OSC_BACKENDS), reading the clouds the
+stack's clouds.yaml names (`OS_ADMIN_CLOUD=openstack-admin`,
+`OS_SYSTEM_CLOUD=openstack-system-admin`).
 
 The suite needs tempest and runs `openstack` without any OS_* variable: it gets a venv of
 its own (made here from PyPI), and runs from the state dir, where clouds.yaml is. Marked
@@ -32,7 +33,9 @@ from wsgistack.lifecycle import processes
 pytestmark = [pytest.mark.live, pytest.mark.openstack, pytest.mark.pypi]
 EXAMPLE = Path(__file__).parent.parent / "examples" / "openstack"
 OSC = metadata.version("python-openstackclient")
-BACKENDS = ("mod_wsgi", "apache+uwsgi")
+# CI: mod_wsgi, the goal's "under Apache" (tests/test_jobs.py runs `wsgistack test` on all six
+# with a Flask app's suite). WSGISTACK_OSC_BACKENDS=mod_wsgi,apache+uwsgi adds the other.
+BACKENDS = tuple(os.environ.get("WSGISTACK_OSC_BACKENDS", "mod_wsgi").split(","))
 WHOLE = ("identity/v3", "image/v2")
 FIRST = ("identity/v3/test_token.py", "identity/v3/test_catalog.py",
          "identity/v3/test_project.py", "identity/v3/test_user.py", "image/v2/test_image.py")
