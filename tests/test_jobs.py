@@ -247,8 +247,9 @@ def test_sigint_mid_command_leaves_no_process_and_no_state(example: Stack) -> No
         child.send_signal(signal.SIGINT)
         _out, err = child.communicate(timeout=60)
     finally:
-        if child.poll() is None:
+        if child.poll() is None:  # reaped, its pipes closed: nothing left for a later test
             child.kill()
+            child.communicate()
     assert child.returncode == 130, err
     assert not alive(int(ready.read_text()))
     no_stack_left(example.root)
