@@ -272,6 +272,9 @@ def counts_requests(plan: Plan) -> bool:
 
 
 METRICS_PACKAGE = "prometheus_client"
+# The stack's metrics exporter's name wherever it runs: `up`'s process, the installed unit
+# (wsgistack-STACK-metrics.service), the pod's sidecar and its port.
+EXPORTER = "metrics"
 
 
 def metrics_address(manifest: Manifest) -> str:

@@ -29,14 +29,12 @@ from wsgistack.errors import ServerError
 from wsgistack.host import DEFAULT_PATH
 from wsgistack.lifecycle import health, preflight, processes
 from wsgistack.lifecycle.processes import Running, StackState
+from wsgistack.plan import EXPORTER as EXPORTER
 from wsgistack.plan import Plan, ServicePlan
 
 
 def render(plan: Plan) -> dict[str, str]:
     return get(plan.backend).render(plan)
-
-
-EXPORTER = "metrics"  # the name of the stack's metrics process
 
 
 def commands(plan: Plan) -> list[Proc]:

@@ -39,7 +39,7 @@ from typing import Any, Protocol
 from wsgistack import secrets
 from wsgistack.backends.base import server_name, service_files
 from wsgistack.errors import ServerError
-from wsgistack.plan import Plan, ServicePlan, Target, substitute
+from wsgistack.plan import EXPORTER, Plan, ServicePlan, Target, substitute
 from wsgistack.targets.kubernetes_build import Build, containerfile, requirements_txt
 from wsgistack.targets.kubernetes_image import (
     IMAGE_PYTHON,
@@ -306,7 +306,6 @@ def _probes(pod: Pod) -> dict[str, Any]:
     }
 
 
-EXPORTER = "metrics"  # the sidecar, and its port's name
 EXPORTER_RESOURCES = {"requests": {"cpu": "10m", "memory": "48Mi"},
                       "limits": {"memory": "128Mi"}}
 

@@ -16,6 +16,7 @@ import os
 import shlex
 
 from wsgistack.backends.base import Proc, server_name
+from wsgistack.plan import EXPORTER as EXPORTER
 from wsgistack.plan import Plan, ServicePlan, counts_requests
 
 # How each server starts up under systemd: (Type, NotifyAccess).
@@ -113,9 +114,6 @@ def service_unit(plan: Plan, svc: ServicePlan, proc: Proc, front_group: str) -> 
         f"WantedBy={target_name(plan)}",
     ]
     return "\n".join(lines) + "\n"
-
-
-EXPORTER = "metrics"  # the exporter's unit: wsgistack-STACK-metrics.service
 
 
 def exporter_unit(plan: Plan, python: str) -> str:
