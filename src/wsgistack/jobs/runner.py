@@ -177,13 +177,16 @@ def _finish(job: Job, p: plans.Plan, where: Path, running: list[Running]) -> Non
         if job.results:
             artifacts.keep_results(job.manifest.root / job.results, where)
     finally:
-        if job.keep and running:
+        kept = job.keep and running
+        if kept:
             time.sleep(2 * AccessLog.FLUSH)  # the lines of the last requests, written
-            artifacts.collect_logs(p, where)
         else:
             runtime.stop_stack(p.state, running)
+        try:
             artifacts.collect_logs(p, where)
-            _remove(p)
+        finally:
+            if not kept:  # as before the logs moved here: removed whatever the copy did
+                _remove(p)
 
 
 class _Terminated(KeyboardInterrupt):
