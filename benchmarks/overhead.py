@@ -11,7 +11,11 @@ from typing import Any
 
 from wsgistack.apps.hello import application as hello
 from wsgistack.framing import strict_framing
-from wsgistack.loader import limit_body, mount, server_quirks, uniform_errors, watch_requests
+from wsgistack.layers.failures import uniform_errors
+from wsgistack.layers.limits import limit_body
+from wsgistack.layers.mount import mount
+from wsgistack.layers.quirks import server_quirks
+from wsgistack.layers.watchdog import watch_requests
 from wsgistack.observe import observe
 
 ENVIRON = {  # what granian passes for `GET /hello/`

@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+import ast
 import contextlib
+import dataclasses
 import hashlib
 import http.client
+import itertools
 import json
 import socket
 import subprocess
@@ -151,3 +154,74 @@ def test_entry_as_a_command_frames_request_bodies(tmp_path, isolated):
 def test_render_refuses_a_bad_spec():
     with pytest.raises(AppLoadError, match=r"is neither a module name nor a \.wsgi/\.py file"):
         entry.render(entry.EntrySpec(app="a b:c"))
+
+
+# ---- what an entry is made of ------------------------------------------------------------
+
+HELLO = "wsgistack.apps.hello:application"
+EVERY_LAYER = entry.EntrySpec(app=HELLO, mount="/api", max_body=10, timeout=5,
+                              static=[("/s", "/nowhere")], read_unread=True, spool=True)
+OPTIONAL_CODE = ("def serve_static(", "def mount(", "def limit_body(", "def watch_requests(",
+                 "def read_unread(", "def spool_chunked(")
+
+
+def test_a_plain_service_entry_carries_and_runs_only_the_layers_it_uses(tmp_path):
+    plain = entry.render(entry.EntrySpec(app=HELLO))
+    full = entry.render(EVERY_LAYER)
+    assert [code in plain for code in OPTIONAL_CODE] == [False] * len(OPTIONAL_CODE)
+    assert [code in full for code in OPTIONAL_CODE] == [True] * len(OPTIONAL_CODE)
+    # Each still serves: the plain one at its root, the other under its prefix only.
+    for name, text, paths in (("plain", plain, {"/": "200 OK"}),
+                              ("full", full, {"/api/": "200 OK", "/": "404 Not Found"})):
+        path = tmp_path / f"{name}.py"
+        path.write_text(text, encoding="utf-8")
+        code = (
+            "import importlib.util, json;"
+            f"spec = importlib.util.spec_from_file_location('e', {str(path)!r});"
+            "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m); seen = {};"
+            "call = lambda p: (b''.join(m.application({'PATH_INFO': p, 'REQUEST_METHOD': 'GET',"
+            " 'SERVER_PROTOCOL': 'HTTP/1.1', 'wsgi.url_scheme': 'http', 'HTTP_HOST': 'h',"
+            " 'REMOTE_ADDR': '127.0.0.1'}, lambda s, h, *e: seen.update({p: s}))), seen[p])[1];"
+            f"print(json.dumps({{p: call(p) for p in {sorted(paths)!r}}}))"
+        )
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              check=False, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout) == paths
+
+
+def test_modules_copied_into_one_entry_define_no_name_twice():
+    # One entry is one namespace: a name defined by two modules would be the later one's in
+    # both (framing's quoted-string check once ran observe's log quoting in entries).
+    every = entry._modules([*entry._ALWAYS, *(module for module, _, _ in entry._OPTIONAL)])
+    where: dict[str, list[str]] = {}
+    for module in every:
+        for node in ast.parse(entry._module(module)[2]).body:
+            targets = node.targets if isinstance(node, ast.Assign) else [node]
+            for target in targets:
+                name = getattr(target, "name", None) or getattr(
+                    getattr(target, "target", target), "id", None)
+                if name:
+                    where.setdefault(name, []).append(module)
+    assert {n: m for n, m in where.items() if len(m) > 1} == {}
+
+
+def test_every_combination_of_layers_makes_an_entry_with_no_unknown_name(tmp_path):
+    flags = [dataclasses.replace(entry.EntrySpec(app=HELLO), **{field: getattr(
+        EVERY_LAYER, field)}) for field in ("static", "mount", "max_body", "timeout",
+                                             "read_unread", "spool")]
+    for bits in itertools.product((False, True), repeat=len(flags)):
+        spec = entry.EntrySpec(app=HELLO)
+        for on, one in zip(bits, flags, strict=True):
+            if on:
+                spec = dataclasses.replace(spec, **{
+                    f.name: getattr(one, f.name) for f in dataclasses.fields(one)
+                    if getattr(one, f.name) != getattr(entry.EntrySpec(app=HELLO), f.name)})
+        name = "e_" + "".join("1" if on else "0" for on in bits) + ".py"
+        (tmp_path / name).write_text(entry.render(spec), encoding="utf-8")
+    ruff = Path(sys.executable).with_name("ruff")
+    done = subprocess.run([str(ruff), "check", "--no-cache", "--isolated", "--select",
+                           "F821,F811,F822,F823", str(tmp_path)],
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert len(list(tmp_path.glob("e_*.py"))) == 2 ** len(flags)

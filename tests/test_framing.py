@@ -279,7 +279,7 @@ def test_without_the_environ_check_only_the_decoder_refuses():
 
 class _Reader:
     def __init__(self, raw: bytes) -> None:
-        from wsgistack.loader import _ChunkedInput
+        from wsgistack.layers.common import _ChunkedInput
 
         self._input = _ChunkedInput(chunk_reader(io.BufferedReader(io.BytesIO(raw))))
 
@@ -306,6 +306,9 @@ def raw_exchange(port: int, request: bytes, timeout: float = 5.0) -> bytes:
 @pytest.mark.live
 @pytest.mark.parametrize(("body", "headers", "status"), [
     (b"+5\r\nhello\r\n0\r\n\r\n", b"Transfer-Encoding: chunked\r\n", b"400"),
+    # A value neither token nor quoted-string: was a 500, as the entry's log quoting shadowed
+    # the decoder's quoted-string check.
+    (b"5;a=@@\r\nhello\r\n0\r\n\r\n", b"Transfer-Encoding: chunked\r\n", b"400"),
     (b"5\r\nhelloXX0\r\n\r\n", b"Transfer-Encoding: chunked\r\n", b"400"),
     (b"5\r\nhello\r\n0\r\nHost: x\r\n\r\n", b"Transfer-Encoding: chunked\r\n", b"400"),
     (b"5\r\nhello\r\n0\r\n\r\n", b"Transfer-Encoding: chunked\r\nContent-Length: 3\r\n", b"400"),
@@ -329,7 +332,8 @@ def test_the_entry_as_a_command_refuses_broken_framing(tmp_path, body, headers, 
 
 
 def test_a_body_uwsgi_cannot_de_chunk_is_refused_not_failed():
-    from wsgistack.loader import RequestRefused, _uwsgi_chunks
+    from wsgistack.layers.common import RequestRefused
+    from wsgistack.layers.quirks import _uwsgi_chunks
 
     def chunked_read() -> bytes:  # as uwsgi.chunked_read on `5;ext` or `0x5`
         raise OSError("unable to receive chunked part")

@@ -8,16 +8,13 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import FIXTURES
-from wsgistack import loader
-from wsgistack.loader import (
-    SpecError,
-    limit_body,
-    load_app,
-    mount,
-    parse_spec,
-    server_quirks,
-    spool_chunked,
-)
+from wsgistack.layers.failures import APP_FAILED, uniform_errors
+from wsgistack.layers.limits import limit_body
+from wsgistack.layers.mount import mount
+from wsgistack.layers.quirks import server_quirks
+from wsgistack.layers.spool import spool_chunked
+from wsgistack.layers.watchdog import watch_requests
+from wsgistack.loader import SpecError, load_app, parse_spec
 
 
 def call(app, path="/", script_name="", **extra):
@@ -296,7 +293,7 @@ def test_an_exception_out_of_the_app_is_one_500_until_the_body_has_begun():
             raise ValueError("in the body")
         return body()
 
-    wrapped = loader.uniform_errors(app)
+    wrapped = uniform_errors(app)
     for path, error in (("/call", "KeyError: 'at call'"), ("/first", "ValueError: in the body")):
         errors, seen = io.StringIO(), []
         env = {"PATH_INFO": path, "REQUEST_METHOD": "GET", "wsgi.errors": errors}
@@ -305,7 +302,7 @@ def test_an_exception_out_of_the_app_is_one_500_until_the_body_has_begun():
             seen.append((status, exc is not None))
 
         body = b"".join(wrapped(env, start))
-        assert (seen[-1], body) == (("500 Internal Server Error", True), loader.APP_FAILED)
+        assert (seen[-1], body) == (("500 Internal Server Error", True), APP_FAILED)
         assert f"wsgistack: GET {path}: the app raised" in errors.getvalue()
         assert error in errors.getvalue()
     # Once part of the body is out, only the server can end it: the exception goes on.
@@ -336,8 +333,8 @@ def test_a_whole_answer_goes_through_the_layers_as_the_apps_own_list():
         return pieces()
 
     # As entry.py stacks them, with a timeout (the watchdog on) and an access log.
-    inner = loader.mount(loader.uniform_errors(app), "/p")
-    layered = loader.watch_requests(loader.limit_body(inner, 1 << 20), 60)
+    inner = mount(uniform_errors(app), "/p")
+    layered = watch_requests(limit_body(inner, 1 << 20), 60)
     entry = strict_framing(server_quirks(observe(layered, "s", "/dev/null"), ()))
     env = {"REQUEST_METHOD": "GET", "PATH_INFO": "/p/list", "SERVER_PROTOCOL": "HTTP/1.1",
            "wsgi.input": io.BytesIO()}

@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Stack, alive, assert_reloaded, free_port
-from wsgistack import check, loader
+from wsgistack import check
 from wsgistack.backends import BACKENDS, apache
+from wsgistack.layers import failures
 
 pytestmark = pytest.mark.live
 
@@ -128,7 +129,7 @@ def assert_app_errors_look_alike(root: Path, base: str, api: str) -> None:
     for url in (base + "raise", api + "raise-late"):
         with pytest.raises(urllib.error.HTTPError) as raised:
             urllib.request.urlopen(url, timeout=10)
-        assert (raised.value.code, raised.value.read()) == (500, loader.APP_FAILED)
+        assert (raised.value.code, raised.value.read()) == (500, failures.APP_FAILED)
     assert get(base + "after")["PATH_INFO"] == "/after"
     logs = "".join(p.read_text(errors="replace")
                    for p in (root / ".wsgistack" / "logs").glob("*.log"))

@@ -309,8 +309,8 @@ CHECKS: list[Check] = [
     Check("8 MiB streamed response", "probe", _stream),
     Check("app raises", "probe", _app_raises),
     Check("body over the limit", "same", _over_limit),
-    # Shown, not compared: uWSGI alone ends each connection after its answer (loader.py).
-    Check("keep-alive", "info", _keepalive),
+    # Compared since uWSGI alone serves through its HTTP router, which keeps connections.
+    Check("keep-alive", "same", _keepalive),
     Check("outside the prefix", "same", lambda t: _outside(t)),
     Check("wsgi.multiprocess/thread", "probe info", lambda t: _field(
         _echo(t), "wsgi.multiprocess", "wsgi.multithread")),

@@ -1,38 +1,82 @@
 """Generate server-agnostic WSGI entry files.
 
-An entry is one self-contained Python file: the loader (copied from `wsgistack.loader`) plus
-the service's spec, environment, argv and path. Imported by any server it exposes
+An entry is one self-contained Python file: the loader (`wsgistack.loader`) and the layers
+its service uses (`wsgistack.layers`, `framing`, `observe`), copied from the package, plus the
+service's spec, environment, argv and path. Imported by any server it exposes
 `application`, built once under a lock; run as `python FILE --host H --port P [-- args]` it
 serves the app itself; `python FILE --check` builds the app and reports in one line.
 """
 
 from __future__ import annotations
 
+import ast
+import functools
+import importlib
 import re
 import subprocess
 import sys
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from wsgistack import loader
 from wsgistack.errors import AppLoadError
 
-_LOADER_SOURCE = Path(loader.__file__).read_text(encoding="utf-8")
-# The loader's own docstring and __future__ import open the file; everything after them is
-# appended to a header of our own so the generated file still starts with a valid __future__.
-_LOADER_BODY = _LOADER_SOURCE.split("from __future__ import annotations\n", 1)[1]
 _MARKER = "# ---- copied into entries from here ----\n"
-# The strict framing rules (framing.py), after the loader whose names they use.
-_FRAMING_BODY = (Path(__file__).parent / "framing.py").read_text(encoding="utf-8").split(
-    _MARKER, 1)[1]
-# Request ids, access lines and metrics (observe.py).
-_OBSERVE_BODY = (Path(__file__).parent / "observe.py").read_text(encoding="utf-8").split(
-    _MARKER, 1)[1]
-# How an entry run as a command serves (standalone.py), after the loader whose names it uses.
-_STANDALONE_BODY = (Path(__file__).parent / "standalone.py").read_text(encoding="utf-8").split(
-    _MARKER, 1)[1]
+# What every entry carries: loading the app, the layers every service has (the same 500s,
+# every server's request made alike, strict framing, request ids) and serving as a command.
+_ALWAYS = ("wsgistack.loader", "wsgistack.layers.failures", "wsgistack.layers.quirks",
+           "wsgistack.framing", "wsgistack.observe", "wsgistack.standalone")
+
+
+@functools.cache
+def _module(name: str) -> tuple[tuple[str, ...], tuple[tuple[str, str], ...], str]:
+    """A module copied into entries: the wsgistack modules it imports from (copied before
+    it), its other imports as (module, name) pairs ("" for a plain import) and what follows
+    its marker line."""
+    text = Path(str(importlib.import_module(name).__file__)).read_text(encoding="utf-8")
+    head, marker, body = text.partition(_MARKER)
+    if not marker:
+        raise RuntimeError(f"{name} has no line {_MARKER.strip()!r}")
+    needs: list[str] = []
+    imports: list[tuple[str, str]] = []
+    for node in ast.parse(head).body:
+        if isinstance(node, (ast.Import, ast.ImportFrom)) and any(a.asname for a in node.names):
+            raise RuntimeError(f"{name}: an import with `as` above its marker line")
+        if isinstance(node, ast.Import):
+            imports += [("", alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("wsgistack"):
+            needs.append(str(node.module))
+        elif isinstance(node, ast.ImportFrom) and node.module != "__future__":
+            imports += [(str(node.module), alias.name) for alias in node.names]
+    return tuple(needs), tuple(imports), body
+
+
+def _import_lines(modules: Sequence[str]) -> str:
+    """The imports of `modules`, each name once (two modules may import the same)."""
+    found = dict.fromkeys(pair for name in modules for pair in _module(name)[1])
+    plain = sorted(name for source, name in found if not source)
+    sources = sorted({source for source, _ in found if source})
+    return "".join(f"import {name}\n" for name in plain) + "".join(
+        f"from {source} import "
+        f"{', '.join(sorted(name for s, name in found if s == source))}\n"
+        for source in sources)
+
+
+def _modules(names: Sequence[str]) -> list[str]:
+    """`names` and what they import from, each after the modules it needs."""
+    ordered: list[str] = []
+
+    def visit(name: str) -> None:
+        if name not in ordered:
+            for need in _module(name)[0]:
+                visit(need)
+            ordered.append(name)
+
+    for name in names:
+        visit(name)
+    return ordered
 
 
 @dataclass(frozen=True)
@@ -55,7 +99,7 @@ class EntrySpec:
     # Behind Apache's mod_proxy_http on a UNIX socket: the client's address is the last
     # X-Forwarded-For, the server's name and port those of the Host header.
     http_proxied: bool = False
-    # (URL path under the prefix, directory): kept from the app (loader.serve_static), and
+    # (URL path under the prefix, directory): kept from the app (layers.static), and
     # served with WhiteNoise where no server does (gunicorn).
     static: Sequence[tuple[str, str]] = ()
     static_whitenoise: bool = False
@@ -71,6 +115,27 @@ class EntrySpec:
     check_framing: bool = False
 
 
+# The layers a service may not need, innermost first: (module, the call that wraps `built`,
+# whether the spec uses it). An entry carries, and runs, only those its service uses.
+_OPTIONAL: tuple[tuple[str, str, Callable[[EntrySpec], bool]], ...] = (
+    ("wsgistack.layers.static", "serve_static(built, STATIC, STATIC_WHITENOISE)",
+     lambda spec: bool(spec.static)),
+    ("wsgistack.layers.mount", "mount(built, MOUNT)", lambda spec: bool(spec.mount.strip("/"))),
+    ("wsgistack.layers.limits", "limit_body(built, MAX_BODY, DRAIN_REFUSED)",
+     lambda spec: spec.max_body > 0),
+    ("wsgistack.layers.watchdog", "watch_requests(built, TIMEOUT, END_ON_TIMEOUT)",
+     lambda spec: spec.timeout > 0),
+    ("wsgistack.layers.unread", "read_unread(built)", lambda spec: spec.read_unread),
+    ("wsgistack.layers.spool", "spool_chunked(built, MAX_BODY)", lambda spec: spec.spool),
+)
+
+
+def layers(spec: EntrySpec) -> list[str]:
+    """The modules the entry for `spec` is made of, in the order they are copied."""
+    used = [module for module, _, uses in _OPTIONAL if uses(spec)]
+    return _modules([*_ALWAYS, *used])
+
+
 def module_name(service: str) -> str:
     """Importable module name of a service's entry (never shadows the app's own package)."""
     return "wsgistack_entry_" + re.sub(r"[^A-Za-z0-9_]", "_", service)
@@ -79,7 +144,6 @@ def module_name(service: str) -> str:
 _RUNNER = '''
 # ---- generated by wsgistack: the service this entry serves ----
 import argparse as _argparse
-import json  # also for serve() (standalone.py), whose imports stay above its copied part
 import threading as _threading
 
 SPEC = {app!r}
@@ -126,20 +190,12 @@ def get_application(args=None):
             if os.environ.get("WSGISTACK_VALIDATE"):  # `wsgistack check`: PEP 3333 checks
                 from wsgiref.validate import validator
                 built = validator(built)
-            if STATIC:
-                built = serve_static(built, STATIC, STATIC_WHITENOISE)
-            limited = watch_requests(limit_body(mount(built, MOUNT), MAX_BODY, DRAIN_REFUSED),
-                                     TIMEOUT, END_ON_TIMEOUT)
-            if READ_UNREAD:
-                limited = read_unread(limited)
-            if SPOOL:
-                limited = spool_chunked(limited, MAX_BODY)
-            networks = _networks(TRUSTED_PROXIES)
-            limited = observe(limited, NAME, ACCESS_LOG, ACCESS_FORMAT, LOG_HEALTH,
-                              lambda address: _trusted(address, networks),
-                              sys.stderr if ERRORS_LOG else None, METRICS_DIR)
+{layers}            networks = _networks(TRUSTED_PROXIES)
+            built = observe(built, NAME, ACCESS_LOG, ACCESS_FORMAT, LOG_HEALTH,
+                            lambda address: _trusted(address, networks),
+                            sys.stderr if ERRORS_LOG else None, METRICS_DIR)
             close_connections_on_signal()
-            _app = strict_framing(server_quirks(limited, TRUSTED_PROXIES, CHECK_HEADERS,
+            _app = strict_framing(server_quirks(built, TRUSTED_PROXIES, CHECK_HEADERS,
                                                 HTTP_PROXIED, MAX_BODY), CHECK_FRAMING)
     return _app
 
@@ -201,8 +257,12 @@ def render(spec: EntrySpec) -> str:
         read_unread=spec.read_unread, check_framing=spec.check_framing,
         access_log=spec.access_log, access_format=spec.access_format,
         log_health=spec.log_health, errors_log=spec.errors_log, metrics_dir=spec.metrics_dir,
+        layers="".join(f"            built = {call}\n" for _, call, uses in _OPTIONAL
+                       if uses(spec)),
     )
-    return header + _LOADER_BODY + _FRAMING_BODY + _OBSERVE_BODY + _STANDALONE_BODY + runner
+    modules = layers(spec)
+    return header + _import_lines(modules) + "".join(
+        "\n" + _module(name)[2] for name in modules) + runner
 
 
 def write_checked(spec: EntrySpec, output: Path, python: str = sys.executable) -> None:

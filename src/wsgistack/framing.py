@@ -16,7 +16,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from wsgistack.loader import RequestRefused, _AfterClose, _shutdown_uwsgi_connection
+from wsgistack.layers.common import RequestRefused, _AfterClose
+from wsgistack.layers.quirks import _shutdown_uwsgi_connection
 
 # ---- copied into entries from here ----
 MAX_CHUNK_LINE = 4096  # a chunk-size line with its extensions, or one trailer field line
@@ -53,7 +54,7 @@ def _is_token(data: bytes) -> bool:
     return bool(data) and _TCHAR.issuperset(data)
 
 
-def _quoted(data: bytes) -> bool:
+def _quoted_string(data: bytes) -> bool:
     """A quoted-string (with quoted-pairs), quotes included."""
     if len(data) < 2 or data[:1] != b'"' or data[-1:] != b'"':
         return False
@@ -99,7 +100,7 @@ def _check_extensions(ext: bytes) -> None:
         if not _is_token(name.strip(b" \t")):
             raise BadFraming("chunk extension: name is not a token")
         value = value.strip(b" \t")
-        if eq and not (_is_token(value) or _quoted(value)):
+        if eq and not (_is_token(value) or _quoted_string(value)):
             raise BadFraming("chunk extension: value is neither a token nor a quoted string")
 
 
@@ -236,7 +237,7 @@ def strict_framing(app: Callable[..., Any], check_environ: bool = True
         except RequestRefused as exc:
             # exc_info: "replace what the app started". uWSGI, given it, returns with the
             # exception still set and sends the headers without the body (as in
-            # loader.uniform_errors): the client waited for a body that never came.
+            # layers.failures): the client waited for a body that never came.
             replace = () if "uwsgi.version" in environ else (sys.exc_info(),)
             return refusal(environ, lambda s, h: start_response(s, h, *replace), exc)
 

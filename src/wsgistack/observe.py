@@ -10,7 +10,6 @@ Standard library only: `wsgistack entry` copies what follows the marker into ent
 
 from __future__ import annotations
 
-# ---- copied into entries from here ----
 import atexit
 import bisect
 import collections
@@ -24,6 +23,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TextIO
 
+# ---- copied into entries from here ----
 HEALTH_AGENT = "wsgistack-health"  # the User-Agent of wsgistack's own health checks
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 # A system call costs microseconds on a virtual machine: the pid is kept, not asked for at

@@ -17,7 +17,8 @@ import sys
 from typing import Any
 
 from wsgistack.framing import BadFraming, chunk_reader, framing_error
-from wsgistack.loader import WSGIApp, _ChunkedInput
+from wsgistack.layers.common import _ChunkedInput
+from wsgistack.loader import WSGIApp
 
 # ---- copied into entries from here ----
 

@@ -24,7 +24,8 @@ from wsgistack.backends.base import (
     readable,
 )
 from wsgistack.backends.quoting import apache as q
-from wsgistack.loader import FORWARDED_HEADERS, NOT_FOUND
+from wsgistack.layers.mount import NOT_FOUND
+from wsgistack.layers.quirks import FORWARDED_HEADERS
 from wsgistack.plan import Plan, ServicePlan
 
 MODULES = "/usr/lib/apache2/modules"

@@ -4,7 +4,7 @@ UNIX socket.
 Not mod_proxy_uwsgi: it answers 411 to every chunked request body. Apache spools a chunked
 body and sends it with a Content-Length (`proxy-sendcl`), which every app can read
 (devstack's arrangement for Glance and Swift, here for every service). The entry sets
-REMOTE_ADDR, SERVER_NAME and SERVER_PORT from what Apache forwards (loader.py), as
+REMOTE_ADDR, SERVER_NAME and SERVER_PORT from what Apache forwards (layers/quirks.py), as
 mod_proxy_uwsgi would have passed them.
 """
 
@@ -36,7 +36,7 @@ def proxy(svc: ServicePlan) -> list[str]:
         f"    ProxyPass {q(target)} retry=0 acquire=1 timeout={timeout}",
         "    SetEnv proxy-sendcl 1",
         # The scheme the client used, which no client can set (`set` replaces theirs): the
-        # entry reads it (loader.py), as mod_proxy_uwsgi would have passed HTTPS.
+        # entry reads it (layers/quirks.py), as mod_proxy_uwsgi would have passed HTTPS.
         '    RequestHeader set X-Wsgistack-Scheme "expr=%{REQUEST_SCHEME}"',
         # uWSGI closes its HTTP socket after each answer (http-keepalive = false): a pooled
         # connection Apache reused could be the one uWSGI just closed, and the request a 502.

@@ -119,7 +119,7 @@ def entry_files(plan: Plan, *, mount: bool, limits: str = "entry", own_timeout: 
     past `timeout` itself (uWSGI's harakiri, mod_wsgi's request-timeout, a second after the
     entry logged the stack); without one, the entry ends the worker after logging.
     `check_headers`: nothing before the app limits the number and size of header fields.
-    `http_proxied`: Apache's mod_proxy_http on a UNIX socket is the only client (loader.py).
+    `http_proxied`: Apache's mod_proxy_http on a UNIX socket is the only client (layers/quirks.py).
     `serve_static`: the entry serves the services' static files (WhiteNoise); else it only
     answers 404 under their paths for what the server did not find. `read_unread`: a front
     end sends whole bodies to uWSGI, which must read them even after an early answer.

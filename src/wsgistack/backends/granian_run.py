@@ -7,9 +7,10 @@ on SIGHUP as granian does (a new one first, then the old one stopped gracefully)
   wrapped to say so on a pipe), plus `--respawn-interval` for the hand-over below; granian
   waits a fixed 3.5 s per worker instead, 7 s for a 2-worker reload.
 - During that interval the old worker answers every request with `Connection: close`
-  (SIGUSR1, handled by the entry: loader.close_connections), so that keep-alive clients move
-  to the new worker between two requests, not when the old one closes their connection
-  under a request in flight (wrk saw a read error per connection so cut).
+  (SIGUSR1, handled by the entry: layers.quirks.close_connections_on_signal), so that
+  keep-alive clients move to the new worker between two requests, not when the old one
+  closes their connection under a request in flight (wrk saw a read error per connection
+  so cut).
 - The end of an old worker is told by its sentinel (the pipe its exit closes). granian
   joins it with a timeout while a watcher thread of its own joins it too, and when the
   watcher reaps the process first, granian takes the worker for alive and logs "Killing old

@@ -24,7 +24,8 @@ from wsgistack.backends.base import (
     static_access,
 )
 from wsgistack.backends.quoting import nginx as q
-from wsgistack.loader import FORWARDED_HEADERS, NOT_FOUND, environ_key
+from wsgistack.layers.mount import NOT_FOUND
+from wsgistack.layers.quirks import FORWARDED_HEADERS, environ_key
 from wsgistack.plan import Plan, ServicePlan, exports_here
 
 ID = "nginx+uwsgi"
