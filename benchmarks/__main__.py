@@ -61,6 +61,15 @@ def rps(url: str, args: argparse.Namespace, upload: int = 0) -> Callable[[], flo
     return measure
 
 
+# A second by-hand side, for the record: (its hand_command name, the row's label).
+VARIANTS = {
+    # One request per connection: what uWSGI gives without its router.
+    "uwsgi": ("uwsgi http-socket", "uwsgi (by hand: http-socket)"),
+    # Like for like: granian writing an access line of its own at every request.
+    "granian": ("granian access-log", "granian (by hand: with its own --access-log)"),
+}
+
+
 def ab_hello(args: argparse.Namespace, work: Path, backends: list[str]) -> list[list[str]]:
     """wsgistack-deployed vs the same server by hand, same app, processes and threads."""
     rows = []
@@ -85,18 +94,19 @@ def ab_hello(args: argparse.Namespace, work: Path, backends: list[str]) -> list[
             sides = {"wsgistack": rps(ours.urls["hello"] + "/", args),
                      "by hand": rps(hand.url + "/", args),
                      "quiet": rps(quiet.urls["hello"] + "/", args)}
-            if backend == "uwsgi":  # and one request per connection, for the record
+            variant = VARIANTS.get(backend)
+            if variant:
                 other = free_ports()
-                plain = stack.enter_context(servers.by_hand(
-                    "uwsgi http-socket", servers.hand_command(
-                        "uwsgi http-socket", other, args.processes, args.threads,
-                        work / "hand-uwsgi-plain") or [], other, work / "hand-uwsgi-plain"))
-                sides["http-socket by hand"] = rps(plain.url + "/", args)
+                extra = stack.enter_context(servers.by_hand(
+                    variant[0], servers.hand_command(
+                        variant[0], other, args.processes, args.threads,
+                        work / f"hand-{variant[0]}") or [], other, work / f"hand-{variant[0]}"))
+                sides["variant"] = rps(extra.url + "/", args)
             runs = alternate(sides, args.rounds)
         for ours_side, side, label in (
                 ("wsgistack", "by hand", backend),
                 ("quiet", "by hand", f"{backend}, access log and metrics off"),
-                ("wsgistack", "http-socket by hand", "uwsgi (by hand: http-socket)")):
+                ("wsgistack", "variant", (variant or ("", ""))[1])):
             if side not in runs:
                 continue
             a, b = statistics.median(runs[ours_side]), statistics.median(runs[side])

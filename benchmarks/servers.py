@@ -130,10 +130,11 @@ def hand_command(backend: str, port: int, processes: int, threads: int,
                  workdir: Path) -> list[str] | None:
     """The minimal command a person would type to serve the hello app with `backend`."""
     py = str(VENV_BIN / "python")
-    if backend == "granian":
+    if backend in ("granian", "granian access-log"):
         return [py, "-m", "granian", "--interface", "wsgi", "--host", "127.0.0.1",
                 "--port", str(port), "--workers", str(processes),
-                "--blocking-threads", str(threads), "--no-ws", HELLO]
+                "--blocking-threads", str(threads), "--no-ws",
+                *(["--access-log"] if backend == "granian access-log" else []), HELLO]
     if backend == "gunicorn":
         return [py, "-m", "gunicorn", "-k", "gthread", "-w", str(processes),
                 "--threads", str(threads), "-b", f"127.0.0.1:{port}", HELLO]
