@@ -197,26 +197,24 @@ def test_modules_copied_into_one_entry_define_no_name_twice():
     where: dict[str, list[str]] = {}
     for module in every:
         for node in ast.parse(entry._module(module)[2]).body:
-            targets = node.targets if isinstance(node, ast.Assign) else [node]
-            for target in targets:
-                name = getattr(target, "name", None) or getattr(
-                    getattr(target, "target", target), "id", None)
-                if name:
-                    where.setdefault(name, []).append(module)
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+                names = [node.name]
+            elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                names = [t.id for t in targets if isinstance(t, ast.Name)]
+            else:
+                continue
+            for name in names:
+                where.setdefault(name, []).append(module)
     assert {n: m for n, m in where.items() if len(m) > 1} == {}
 
 
 def test_every_combination_of_layers_makes_an_entry_with_no_unknown_name(tmp_path):
-    flags = [dataclasses.replace(entry.EntrySpec(app=HELLO), **{field: getattr(
-        EVERY_LAYER, field)}) for field in ("static", "mount", "max_body", "timeout",
-                                             "read_unread", "spool")]
-    for bits in itertools.product((False, True), repeat=len(flags)):
-        spec = entry.EntrySpec(app=HELLO)
-        for on, one in zip(bits, flags, strict=True):
-            if on:
-                spec = dataclasses.replace(spec, **{
-                    f.name: getattr(one, f.name) for f in dataclasses.fields(one)
-                    if getattr(one, f.name) != getattr(entry.EntrySpec(app=HELLO), f.name)})
+    # Each layer's settings, as EVERY_LAYER has them; a combination turns some of them on.
+    fields = ("static", "mount", "max_body", "timeout", "read_unread", "spool")
+    for bits in itertools.product((False, True), repeat=len(fields)):
+        spec = dataclasses.replace(entry.EntrySpec(app=HELLO), **{
+            f: getattr(EVERY_LAYER, f) for f, on in zip(fields, bits, strict=True) if on})
         name = "e_" + "".join("1" if on else "0" for on in bits) + ".py"
         (tmp_path / name).write_text(entry.render(spec), encoding="utf-8")
     ruff = Path(sys.executable).with_name("ruff")
@@ -224,4 +222,4 @@ def test_every_combination_of_layers_makes_an_entry_with_no_unknown_name(tmp_pat
                            "F821,F811,F822,F823", str(tmp_path)],
                           capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stdout[-3000:]
-    assert len(list(tmp_path.glob("e_*.py"))) == 2 ** len(flags)
+    assert len(list(tmp_path.glob("e_*.py"))) == 2 ** len(fields)
